@@ -1,0 +1,1 @@
+"""Card templates: models, the sandboxed renderer, per-route payloads, SMS fallback."""

@@ -1,0 +1,187 @@
+"""Card templates as pydantic models: what a bank PUTs, validated before it is stored.
+
+Text fields hold Jinja2 *source*; they are compiled and checked by
+``cards.sandbox`` and rendered one field at a time, never as JSON text.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_BUTTONS = 4
+MAX_LABEL = 25
+MAX_TITLE = 50
+MIN_CAROUSEL, MAX_CAROUSEL = 2, 10
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VariableSpec(Strict):
+    type: Literal["string", "integer", "decimal", "date", "datetime", "enum"] = "string"
+    required: bool = True
+    max_length: int | None = Field(default=None, ge=1, le=10_000)
+    pattern: str | None = None
+    choices: list[str] | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _enum_has_choices(self) -> VariableSpec:
+        if self.type == "enum" and not self.choices:
+            raise ValueError("an enum variable needs choices")
+        return self
+
+
+def _is_url_template(value: str) -> bool:
+    """``https://…`` or ``http://…``; a template may only fill in what follows the host."""
+    return bool(re.match(r"^https?://[^\s/{}]+", value))
+
+
+class OpenUrl(Strict):
+    type: Literal["open_url"]
+    url: str = Field(min_length=1, max_length=2000)
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, value: str) -> str:
+        if not _is_url_template(value):
+            raise ValueError("must be an https:// or http:// URL with a literal host")
+        return value
+
+
+class Dial(Strict):
+    type: Literal["dial"]
+    number: str = Field(min_length=1, max_length=40)
+
+    @field_validator("number")
+    @classmethod
+    def _is_number(cls, value: str) -> str:
+        if "{{" not in value and not re.fullmatch(r"\+?[0-9][0-9\- ]{2,30}", value):
+            raise ValueError("must be a phone number (digits, optional +, spaces or dashes)")
+        return value
+
+
+class CopyCode(Strict):
+    type: Literal["copy_code"]
+    code: str = Field(min_length=1, max_length=100)
+
+
+class Reply(Strict):
+    type: Literal["reply"]
+    text: str = Field(min_length=1, max_length=200)
+
+
+class Calendar(Strict):
+    type: Literal["calendar"]
+    title: str = Field(min_length=1, max_length=100)
+    start: str
+    end: str
+    description: str | None = None
+
+
+class MapAction(Strict):
+    type: Literal["map"]
+    query: str | None = None
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+    label: str | None = None
+
+    @model_validator(mode="after")
+    def _query_or_position(self) -> MapAction:
+        if self.query is None and (self.latitude is None or self.longitude is None):
+            raise ValueError("a map action needs a query, or a latitude and a longitude")
+        return self
+
+
+Action = Annotated[
+    OpenUrl | Dial | CopyCode | Reply | Calendar | MapAction, Field(discriminator="type")
+]
+
+
+class Button(Strict):
+    label: str = Field(min_length=1)
+    action: Action
+
+
+class Media(Strict):
+    url: str
+    height: Literal["short", "medium", "tall"] = "medium"
+    alt: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, value: str) -> str:
+        if not _is_url_template(value):
+            raise ValueError("must be an https:// or http:// URL with a literal host")
+        return value
+
+
+class FieldRow(Strict):
+    label: str = Field(min_length=1)
+    value: str
+
+
+class CardItem(Strict):
+    """One card of a carousel."""
+
+    title: str = Field(min_length=1)
+    body: str | None = None
+    media: Media | None = None
+    buttons: list[Button] = Field(default_factory=list)
+
+
+class CardSpec(Strict):
+    title: str = Field(min_length=1)
+    body: str | None = None
+    media: Media | None = None
+    fields: list[FieldRow] = Field(default_factory=list)
+    items: list[CardItem] = Field(default_factory=list)
+    buttons: list[Button] = Field(default_factory=list)
+    code: str | None = Field(default=None, description="otp kind: the code shown on the card")
+
+
+Kind = Literal["standard", "carousel", "notice", "otp"]
+Category = Literal["marketing", "transactional"]
+
+
+class TemplateSpec(Strict):
+    """The body of ``PUT /v1/templates/{id}``."""
+
+    brand_id: str = Field(min_length=1, max_length=64)
+    category: Category
+    kind: Kind = "standard"
+    variables: dict[str, VariableSpec] = Field(default_factory=dict)
+    card: CardSpec | None = None
+    fallback_text: str = Field(min_length=1, max_length=2000)
+    routes: list[Literal["vendor_card", "carrier_rich", "sms"]] | None = Field(
+        default=None, description="route preference for sends of this template"
+    )
+
+    @field_validator("variables")
+    @classmethod
+    def _names(cls, value: dict[str, VariableSpec]) -> dict[str, VariableSpec]:
+        for name in value:
+            if not _NAME.match(name) or name.startswith("_"):
+                raise ValueError(
+                    f"variable name {name!r} must be an identifier not starting with _"
+                )
+        return value
+
+
+def template_dump(spec: TemplateSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,98 @@
+"""Checking a send's variables against the template's declared types, before rendering."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from cards.models import VariableSpec
+
+VariableErrors = list[tuple[str, str]]
+
+
+def _as_text(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def coerce(name: str, spec: VariableSpec, value: Any) -> Any:
+    """The value as the template sees it; ``ValueError`` says what is wrong with it."""
+    if spec.type == "integer":
+        if isinstance(value, bool):
+            raise ValueError("must be an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"-?\d{1,18}", value.strip()):
+            return int(value)
+        raise ValueError("must be an integer")
+    if spec.type == "decimal":
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError("must be a decimal number")
+        try:
+            number = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ValueError("must be a decimal number") from None
+        if not number.is_finite():
+            raise ValueError("must be a finite decimal number")
+        return format(number, "f")
+    if spec.type == "date":
+        if not isinstance(value, str):
+            raise ValueError("must be a date (YYYY-MM-DD)")
+        try:
+            return date.fromisoformat(value).isoformat()
+        except ValueError:
+            raise ValueError("must be a date (YYYY-MM-DD)") from None
+    if spec.type == "datetime":
+        try:
+            parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            raise ValueError("must be an RFC 3339 time with an offset")
+        return value
+    text = _as_text(value)
+    if text is None:
+        raise ValueError("must be a string")
+    if spec.type == "enum":
+        assert spec.choices is not None
+        if text not in spec.choices:
+            raise ValueError(f"must be one of {', '.join(spec.choices)}")
+        return text
+    if spec.max_length is not None and len(text) > spec.max_length:
+        raise ValueError(f"must be at most {spec.max_length} characters")
+    if spec.pattern is not None and not re.fullmatch(spec.pattern, text):
+        raise ValueError(f"must match {spec.pattern}")
+    return text
+
+
+def check_variables(
+    specs: Mapping[str, VariableSpec], values: Mapping[str, Any]
+) -> tuple[dict[str, Any], VariableErrors]:
+    """Coerces every declared variable; answers the context and one error per bad variable.
+
+    Values for undeclared names pass through untouched (campaign variables and
+    recipient attributes may carry more than a template uses).
+    """
+    context: dict[str, Any] = dict(values)
+    errors: VariableErrors = []
+    for name, spec in specs.items():
+        value = values.get(name)
+        if value is None:
+            if spec.required:
+                errors.append((name, "is required"))
+            else:
+                context[name] = ""
+            continue
+        try:
+            context[name] = coerce(name, spec, value)
+        except ValueError as exc:
+            errors.append((name, str(exc)))
+    return context, errors

@@ -1,0 +1,1 @@
+"""Rich-message gateway for banks: branded cards, routing, campaigns, events."""

@@ -1,0 +1,125 @@
+"""``python -m gateway serve|tenant create``: the gateway's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+from aiohttp import web
+
+from gateway.app import build_store, create_app, ensure_var_dir
+from gateway.clock import SystemClock
+from gateway.demo import seed_demo_on_startup
+from gateway.logging import configure_logging
+from gateway.settings import Settings
+from gateway.usecases.tenants import create_tenant
+
+
+def _start_mock_providers(settings: Settings) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, GATEWAY_MOCK_PORT=str(settings.mock_port))
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "providers",
+            "serve",
+            "--host",
+            settings.mock_host,
+            "--port",
+            str(settings.mock_port),
+        ],
+        env=env,
+    )
+    deadline = time.monotonic() + 15
+    url = f"{settings.mock_base_url}/healthz"
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise SystemExit(f"mock providers exited with {child.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=0.5):
+                return child
+        except OSError:
+            time.sleep(0.1)
+    child.terminate()
+    raise SystemExit("mock providers did not start within 15 s")
+
+
+def serve(args: argparse.Namespace) -> None:
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    ensure_var_dir(settings)
+    child = _start_mock_providers(settings) if args.with_mock_providers else None
+    try:
+        app = create_app(settings)
+        if args.seed_demo:
+            app.on_startup.append(seed_demo_on_startup)
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            access_log=None,
+            print=None,
+            shutdown_timeout=settings.drain_timeout_s,
+        )
+    finally:
+        if child is not None:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+async def _tenant_create(tenant_id: str) -> dict[str, str]:
+    settings = Settings()
+    ensure_var_dir(settings)
+    store = build_store(settings)
+    await store.open()
+    try:
+        return await create_tenant(store, SystemClock(), tenant_id)
+    finally:
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="run the gateway")
+    p_serve.add_argument(
+        "--with-mock-providers",
+        action="store_true",
+        help="also start the mock providers, as a child process",
+    )
+    p_serve.add_argument(
+        "--seed-demo",
+        action="store_true",
+        help="create the demo tenant, brand and templates; print the keys",
+    )
+    p_tenant = sub.add_parser("tenant", help="manage tenants")
+    tenant_sub = p_tenant.add_subparsers(dest="tenant_command", required=True)
+    p_create = tenant_sub.add_parser("create", help="create a tenant and print its keys")
+    p_create.add_argument("tenant_id")
+    args = parser.parse_args(argv)
+
+    if args.command == "serve":
+        serve(args)
+    elif args.command == "tenant" and args.tenant_command == "create":
+        configure_logging("warning")
+        from gateway.errors import GatewayError
+
+        try:
+            keys = asyncio.run(_tenant_create(args.tenant_id))
+        except GatewayError as exc:
+            print(json.dumps({"error": exc.detail}), file=sys.stderr)
+            raise SystemExit(1) from None
+        print(json.dumps(keys))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""``/callbacks/{provider}/…``: signed events in from providers (no API key; HMAC instead)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.api.endpoints import Endpoint
+from gateway.api.json import respond
+from gateway.keys import SERVICES
+from gateway.usecases.reports import receive_reports
+
+
+async def delivery_reports(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body = await request.read()
+    results = await receive_reports(
+        services.store,
+        services.providers,
+        services.clock,
+        services.metrics,
+        request.match_info["provider"],
+        body,
+        request.headers.get("X-Signature"),
+    )
+    applied = sum(1 for r in results if r.applied)
+    return respond({"received": len(results), "applied": applied})
+
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/callbacks/{provider}/dlr",
+        delivery_reports,
+        "Delivery reports from a provider, signed (X-Signature: HMAC-SHA256 of the body)",
+        None,
+        tag="callbacks",
+    ),
+]

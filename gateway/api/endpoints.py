@@ -1,0 +1,48 @@
+"""The endpoint table: one declaration per endpoint drives routing, auth and ``/openapi.json``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from pydantic import BaseModel
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+READ = ("campaign", "ops")
+WRITE = ("campaign",)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    roles: tuple[str, ...] | None  # None: no API key (public, or signed by a provider)
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    tag: str = "gateway"
+
+    @property
+    def name(self) -> str:
+        """A route name aiohttp accepts: ``get.v1.messages.message_id``."""
+        return re.sub(r"[^A-Za-z0-9_]+", ".", f"{self.method.lower()}.{self.path}").strip(".")
+
+
+ENDPOINTS: dict[str, Endpoint] = {}
+
+
+def register(app: web.Application, endpoints: list[Endpoint]) -> None:
+    for ep in endpoints:
+        app.router.add_route(ep.method, ep.path, ep.handler, name=ep.name)
+        ENDPOINTS[ep.name] = ep
+
+
+def endpoint_of(request: web.Request) -> Endpoint | None:
+    route = request.match_info.route
+    name = getattr(route, "name", None)
+    return ENDPOINTS.get(name) if name else None

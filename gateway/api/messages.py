@@ -1,0 +1,112 @@
+"""``/v1/messages``: accept a send, read a message with its events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from gateway.api.bodies import parse, path_id
+from gateway.api.endpoints import READ, WRITE, Endpoint
+from gateway.api.json import respond
+from gateway.api.middlewares import PRINCIPAL
+from gateway.clock import to_rfc3339
+from gateway.domain.messages import MessageView
+from gateway.domain.phones import mask
+from gateway.errors import InvalidInput, NotFound
+from gateway.keys import SERVICES
+from gateway.usecases.sending import SendAccepted, SendRequest, request_hash
+
+
+class MessageOut(BaseModel):
+    """``GET /v1/messages/{message_id}``."""
+
+    message_id: str
+    to: str
+    status: str
+    reason: str | None
+    route: str | None
+    provider: str | None
+    template_id: str
+    template_version: int
+    campaign_id: str | None
+    client_ref: str | None
+    rendered: dict[str, Any]
+    events: list[dict[str, Any]]
+    created_at: str
+    updated_at: str
+    expires_at: str
+
+
+async def send(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    req, raw = await parse(request, SendRequest)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise InvalidInput.field(["header", "Idempotency-Key"], "must be 1 to 255 characters")
+    result = await services.sender.send(
+        request[PRINCIPAL], req, idempotency_key=key, body_hash=request_hash(raw) if key else ""
+    )
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    return respond({"message_id": result.message_id, "status": "accepted"}, 202, headers)
+
+
+async def get_message(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    principal = request[PRINCIPAL]
+    view = await services.store.get_message(principal.tenant_id, path_id(request, "message_id"))
+    if view is None:
+        raise NotFound("no such message")
+    return respond(message_json(view, masked=principal.role != "campaign"))
+
+
+def message_json(view: MessageView, *, masked: bool) -> dict[str, Any]:
+    rendered: dict[str, Any] = {"text": view.rendered.get("text", "")}
+    payloads = view.rendered.get("payloads", {})
+    if view.route and view.route in payloads:
+        rendered["payload"] = payloads[view.route]
+    if "card" in payloads:
+        rendered["card"] = payloads["card"]
+    return {
+        "message_id": view.id,
+        "to": mask(view.to) if masked else view.to,
+        "status": view.status,
+        "reason": view.reason,
+        "route": view.route,
+        "provider": view.provider,
+        "category": view.category,
+        "template_id": view.template_id,
+        "template_version": view.template_version,
+        "campaign_id": view.campaign_id,
+        "client_ref": view.client_ref,
+        "rendered": rendered,
+        "events": [{"type": e.type, "at": to_rfc3339(e.at), **e.data} for e in view.events],
+        "created_at": to_rfc3339(view.created_at),
+        "updated_at": to_rfc3339(view.updated_at),
+        "expires_at": to_rfc3339(view.expires_at),
+    }
+
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/v1/messages",
+        send,
+        "Send one message",
+        WRITE,
+        SendRequest,
+        SendAccepted,
+        202,
+        "messages",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/messages/{message_id}",
+        get_message,
+        "A message and its events",
+        READ,
+        response=MessageOut,
+        tag="messages",
+    ),
+]

@@ -1,0 +1,71 @@
+"""Request middlewares: a canonical log line and metrics per request, auth, problem+json."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import structlog
+from aiohttp import web
+
+from gateway.api.endpoints import Handler, endpoint_of
+from gateway.api.problems import from_gateway_error, from_http_exception, problem
+from gateway.errors import GatewayError
+from gateway.keys import SERVICES
+from gateway.logging import get_logger
+from gateway.usecases.tenants import Principal, require_role
+
+log = get_logger("gateway.http")
+
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Binds a request id, answers problems for every error, writes one line per request."""
+    services = request.app[SERVICES]
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except GatewayError as exc:
+        response = from_gateway_error(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = from_http_exception(exc)
+    except Exception:
+        log.exception("unhandled_error", method=request.method, path=request.path)
+        response = problem(500, "an internal error; it is logged with this request id")
+    elapsed = time.perf_counter() - started
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    response.headers["X-Request-Id"] = request_id
+    services.metrics.requests.labels(request.method, route, str(response.status)).inc()
+    services.metrics.request_seconds.labels(route).observe(elapsed)
+    principal = request.get(PRINCIPAL)
+    log.info(
+        "request",
+        method=request.method,
+        path=request.path,
+        route=route,
+        status=response.status,
+        ms=round(elapsed * 1000, 2),
+        tenant=principal.tenant_id if principal else None,
+    )
+    return response
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every endpoint that names roles needs a key of one of them."""
+    endpoint = endpoint_of(request)
+    if endpoint is not None and endpoint.roles is not None:
+        principal = await request.app[SERVICES].auth.authenticate(
+            request.headers.get("Authorization")
+        )
+        require_role(principal, endpoint.roles)
+        request[PRINCIPAL] = principal
+    return await handler(request)

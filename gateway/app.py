@@ -1,0 +1,135 @@
+"""The app factory: one place where a gateway instance is assembled; nothing at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from gateway.api import callbacks, catalog, messages, ops
+from gateway.api.endpoints import register
+from gateway.api.middlewares import authenticate, observe
+from gateway.clock import Clock, SystemClock
+from gateway.dispatch.dispatcher import Dispatcher
+from gateway.dispatch.ports import Provider
+from gateway.domain.routing import CARRIERS
+from gateway.keys import SERVICES
+from gateway.logging import get_logger
+from gateway.metrics import Metrics
+from gateway.services import Services
+from gateway.settings import Settings
+from gateway.storage.base import Store
+from gateway.storage.sqlite import SqliteStore
+from gateway.usecases.catalog import Catalog
+from gateway.usecases.sending import Sender
+from gateway.usecases.tenants import Authenticator
+from providers import signing
+from providers.carriers import HttpCarrier
+
+log = get_logger("gateway.app")
+
+
+def build_store(settings: Settings) -> Store:
+    return SqliteStore(settings.sqlite_path, checkpoint_interval_s=settings.checkpoint_interval_s)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    providers: dict[str, Provider] | None = None,
+    clock: Clock | None = None,
+) -> web.Application:
+    """A gateway instance; resources open in ``cleanup_ctx`` and close in reverse order."""
+    store = store or build_store(settings)
+    clock = clock or SystemClock()
+    metrics = Metrics()
+    owned_providers = providers is None
+    provider_map: dict[str, Provider] = {} if providers is None else providers
+    dispatcher = Dispatcher(store, provider_map, clock, settings, metrics)
+    catalog_ = Catalog(store, clock)
+    services = Services(
+        settings=settings,
+        store=store,
+        clock=clock,
+        metrics=metrics,
+        providers=provider_map,
+        auth=Authenticator(store),
+        catalog=catalog_,
+        sender=Sender(store, catalog_, clock, dispatcher.wake),
+        dispatcher=dispatcher,
+    )
+
+    app = web.Application(
+        middlewares=[observe, authenticate], client_max_size=settings.max_body_bytes
+    )
+    app[SERVICES] = services
+    register(app, messages.ENDPOINTS + catalog.ENDPOINTS + callbacks.ENDPOINTS + ops.ENDPOINTS)
+
+    async def storage(_: web.Application) -> AsyncIterator[None]:
+        await store.open()
+        yield
+        await store.close()
+
+    async def provider_clients(_: web.Application) -> AsyncIterator[None]:
+        if not owned_providers:
+            yield
+            return
+        master = signing.load_master_secret(settings.var_dir, settings.provider_secret)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, limit_per_host=128),
+            timeout=aiohttp.ClientTimeout(total=settings.provider_timeout_s),
+        )
+        for name in CARRIERS:
+            provider_map[name] = HttpCarrier(
+                name,
+                settings.mock_base_url,
+                signing.provider_secret(master, name),
+                session,
+                timeout_s=settings.provider_timeout_s,
+            )
+        yield
+        for provider in provider_map.values():
+            await provider.close()
+        await session.close()
+
+    async def dispatching(_: web.Application) -> AsyncIterator[None]:
+        if settings.dispatcher_enabled:
+            await dispatcher.start()
+        yield
+        if settings.dispatcher_enabled:
+            await dispatcher.stop(settings.drain_timeout_s)
+
+    async def housekeeping(_: web.Application) -> AsyncIterator[None]:
+        async def loop() -> None:
+            while True:
+                try:
+                    purged = await store.purge_idempotency(clock.now() - settings.idempotency_ttl_s)
+                    if purged:
+                        log.info("idempotency_keys_purged", count=purged)
+                except Exception:
+                    log.exception("housekeeping_failed")
+                await asyncio.sleep(3600)
+
+        task = asyncio.get_running_loop().create_task(loop(), name="housekeeping")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def on_shutdown(_: web.Application) -> None:
+        services.draining = True
+        log.info("draining")
+
+    app.cleanup_ctx.extend([storage, provider_clients, dispatching, housekeeping])
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+def ensure_var_dir(settings: Settings) -> Path:
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    return settings.var_dir

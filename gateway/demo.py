@@ -1,0 +1,95 @@
+"""The demo tenant that ``make run`` starts with: keys, a brand and the card library."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from cards.models import TemplateSpec, template_dump
+from gateway.errors import Conflict
+from gateway.keys import SERVICES
+from gateway.usecases.tenants import create_tenant, hash_key, new_key
+
+LIBRARY = Path(__file__).resolve().parent.parent / "cards" / "library"
+DEMO_TENANT = "demo"
+
+
+def library_brands(library: Path = LIBRARY) -> dict[str, dict[str, Any]]:
+    return json.loads((library / "brands.json").read_text(encoding="utf-8"))
+
+
+def library_templates(library: Path = LIBRARY) -> dict[str, dict[str, Any]]:
+    return {
+        path.stem: json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(library.glob("*.json"))
+        if path.name != "brands.json"
+    }
+
+
+async def load_library(app: web.Application, tenant_id: str, library: Path = LIBRARY) -> list[str]:
+    """Puts the library's brands, and each template whose file differs from its latest version."""
+    services = app[SERVICES]
+    for brand_id, body in library_brands(library).items():
+        await services.catalog.put_brand(tenant_id, brand_id, body)
+    changed = []
+    for template_id, body in library_templates(library).items():
+        latest = await services.catalog.template(tenant_id, template_id)
+        wanted = template_dump(TemplateSpec.model_validate(body))
+        if latest is None or latest.record.body != wanted:
+            await services.catalog.put_template(tenant_id, template_id, body)
+            changed.append(template_id)
+    return changed
+
+
+async def demo_keys(app: web.Application) -> dict[str, str]:
+    """The demo tenant's keys, kept in ``var/`` so that every ``make run`` prints the same ones."""
+    services = app[SERVICES]
+    path = services.settings.var_dir / "demo_keys.json"
+    if path.exists():
+        keys: dict[str, str] = json.loads(path.read_text())
+        if await services.store.find_key(hash_key(keys["campaign_key"])) is not None:
+            return keys
+    try:
+        keys = await create_tenant(services.store, services.clock, DEMO_TENANT)
+    except Conflict:  # the tenant exists but its keys file is gone: issue new keys
+        keys = {
+            "tenant_id": DEMO_TENANT,
+            "campaign_key": new_key("campaign"),
+            "ops_key": new_key("ops"),
+        }
+        await services.store.add_keys(
+            DEMO_TENANT,
+            [(hash_key(keys["campaign_key"]), "campaign"), (hash_key(keys["ops_key"]), "ops")],
+            services.clock.now(),
+        )
+    path.write_text(json.dumps(keys))
+    path.chmod(0o600)
+    return keys
+
+
+async def seed_demo_on_startup(app: web.Application) -> None:
+    services = app[SERVICES]
+    keys = await demo_keys(app)
+    changed = await load_library(app, DEMO_TENANT)
+    base = services.settings.base_url
+    print(
+        "\n".join(
+            [
+                "",
+                "Smart SMS gateway is up.",
+                f"  gateway:        {base}",
+                f"  console:        {base}/console",
+                f"  mock providers: {services.settings.mock_base_url}",
+                f"  tenant:         {keys['tenant_id']}",
+                f"  campaign key:   {keys['campaign_key']}",
+                f"  ops key:        {keys['ops_key']}",
+                f"  templates:      {', '.join(library_templates())}"
+                + (f" (updated: {', '.join(changed)})" if changed else ""),
+                "",
+            ]
+        ),
+        flush=True,
+    )

@@ -1,0 +1,87 @@
+"""The provider port: what the dispatcher needs from a carrier or a handset vendor.
+
+Implementations live in ``providers/`` (HTTP clients of real or mock
+providers) and ``tests/fakes.py`` (in-memory). Adapters raise
+``RetryableProviderError`` / ``PermanentProviderError``; only the dispatcher
+decides whether and when to retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from gateway.errors import ProviderError
+
+RouteKind = Literal["vendor_card", "carrier_rich", "sms"]
+ReportStatus = Literal["delivered", "failed", "displayed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One message handed to a provider. ``message_id`` is the provider's dedupe reference."""
+
+    message_id: str
+    to: str  # E.164
+    route: RouteKind
+    text: str
+    payload: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    """The provider's answer for one submission of a batch: a reference, or an error."""
+
+    message_id: str
+    provider_ref: str | None = None
+    error: ProviderError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    message_id: str
+    provider_ref: str
+    status: ReportStatus
+    at: str | None = None  # RFC 3339 as the provider reported it
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A reply from a phone (MO)."""
+
+    from_number: str
+    text: str
+    provider_ref: str | None = None
+    at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    name: str
+    routes: frozenset[RouteKind]
+    max_batch: int
+
+    async def submit(self, batch: Sequence[Submission], callback_url: str) -> list[SubmitOutcome]:
+        """Submit up to ``max_batch`` messages in one request.
+
+        Raises ``RetryableProviderError`` when the whole batch should be tried
+        again (timeout, 5xx, 429) and ``PermanentProviderError`` when none of it
+        ever will; per-message refusals come back as ``SubmitOutcome.error``.
+        """
+        ...
+
+    def verify(self, body: bytes, signature: str | None) -> bool:
+        """Whether ``signature`` is this provider's HMAC of ``body`` (constant time)."""
+        ...
+
+    def parse_reports(self, body: bytes) -> list[DeliveryReport]:
+        """Delivery reports in a verified callback body; ``ValueError`` if malformed."""
+        ...
+
+    def parse_inbound(self, body: bytes) -> list[InboundMessage]:
+        """Replies in a verified MO callback body; ``ValueError`` if malformed."""
+        ...
+
+    async def close(self) -> None: ...

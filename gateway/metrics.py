@@ -1,0 +1,56 @@
+"""Prometheus metrics, in a registry of the app's own (tests build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "gateway_http_requests_total",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "gateway_http_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+            registry=self.registry,
+        )
+        self.messages = Counter(
+            "gateway_messages_total",
+            "Messages entering a status",
+            ["status"],
+            registry=self.registry,
+        )
+        self.dispatch_seconds = Histogram(
+            "gateway_dispatch_seconds",
+            "Provider submission latency per batch",
+            ["provider"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=self.registry,
+        )
+        self.dispatch_attempts = Counter(
+            "gateway_dispatch_attempts_total",
+            "Provider submissions per outcome",
+            ["provider", "outcome"],
+            registry=self.registry,
+        )
+        self.queue_claimed = Counter(
+            "gateway_queue_claimed_total",
+            "Messages claimed from the dispatch queue",
+            registry=self.registry,
+        )
+        self.reports = Counter(
+            "gateway_delivery_reports_total",
+            "Delivery reports received",
+            ["provider", "result"],
+            registry=self.registry,
+        )
+        self.inflight = Gauge(
+            "gateway_dispatch_inflight", "Provider submissions in flight", registry=self.registry
+        )

@@ -1,0 +1,30 @@
+"""The services one gateway instance is made of, built once by ``create_app``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gateway.clock import Clock
+from gateway.dispatch.dispatcher import Dispatcher
+from gateway.dispatch.ports import Provider
+from gateway.metrics import Metrics
+from gateway.settings import Settings
+from gateway.storage.base import Store
+from gateway.usecases.catalog import Catalog
+from gateway.usecases.sending import Sender
+from gateway.usecases.tenants import Authenticator
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    clock: Clock
+    metrics: Metrics
+    providers: Mapping[str, Provider]
+    auth: Authenticator
+    catalog: Catalog
+    sender: Sender
+    dispatcher: Dispatcher
+    draining: bool = field(default=False)

@@ -1,0 +1,60 @@
+"""The gateway's settings: one object, read from ``GATEWAY_*`` variables, passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str = "sqlite:///var/gateway.db"
+    var_dir: Path = Path("var")
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL providers and phones reach us on; default http://host:port",
+    )
+
+    mock_host: str = "127.0.0.1"
+    mock_port: int = 9090
+    mock_config: Path | None = None
+    provider_secret: str | None = None
+    provider_timeout_s: float = 10.0
+
+    max_body_bytes: int = 1 << 20
+    log_level: str = "info"
+    log_json: bool = True
+
+    dispatcher_enabled: bool = True
+    dispatch_concurrency: int = 16
+    dispatch_batch: int = 500
+    dispatch_lease_s: float = 60.0
+    retry_base_s: float = 1.0
+    retry_max_s: float = 300.0
+    max_attempts: int = 12
+
+    idempotency_ttl_s: float = 48 * 3600
+    checkpoint_interval_s: float = 1.0
+    drain_timeout_s: float = 20.0
+
+    webhook_allow_private: bool = False
+
+    @property
+    def sqlite_path(self) -> Path:
+        prefix = "sqlite:///"
+        if not self.database_url.startswith(prefix):
+            raise ValueError(f"database_url: unsupported URL {self.database_url!r}")
+        return Path(self.database_url[len(prefix) :])
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def mock_base_url(self) -> str:
+        return f"http://{self.mock_host}:{self.mock_port}"

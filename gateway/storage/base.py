@@ -1,0 +1,113 @@
+"""The store port: everything the use cases need from persistence.
+
+Two implementations keep each other honest: ``SqliteStore`` (the embedded
+default) and ``MemoryStore`` (for fast service tests). ``tests/contract``
+runs one suite against both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.dispatch.ports import DeliveryReport
+from gateway.domain.messages import (
+    IdempotencyRecord,
+    MessageView,
+    NewMessage,
+    Outcome,
+    QueuedMessage,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRecord:
+    tenant_id: str
+    template_id: str
+    version: int
+    body: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptResult:
+    message_id: str
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReportResult:
+    """What one delivery report did: ``applied`` False for duplicates and unknown ids."""
+
+    message_id: str
+    applied: bool
+    status: str | None = None
+    tenant_id: str | None = None
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different request body."""
+
+
+class DuplicateTenant(Exception):
+    pass
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+    # tenants and keys
+    async def create_tenant(
+        self, tenant_id: str, keys: Sequence[tuple[str, str]], now: float
+    ) -> None: ...
+    async def add_keys(
+        self, tenant_id: str, keys: Sequence[tuple[str, str]], now: float
+    ) -> None: ...
+    async def find_key(self, key_hash: str) -> tuple[str, str] | None: ...
+
+    # brands
+    async def put_brand(
+        self, tenant_id: str, brand_id: str, body: dict[str, Any], now: float
+    ) -> None: ...
+    async def get_brand(self, tenant_id: str, brand_id: str) -> dict[str, Any] | None: ...
+    async def list_brands(self, tenant_id: str) -> list[tuple[str, dict[str, Any]]]: ...
+
+    # templates: every put is a new immutable version
+    async def put_template(
+        self, tenant_id: str, template_id: str, body: dict[str, Any], now: float
+    ) -> TemplateRecord: ...
+    async def get_template(
+        self, tenant_id: str, template_id: str, version: int | None = None
+    ) -> TemplateRecord | None: ...
+    async def list_templates(self, tenant_id: str) -> list[TemplateRecord]: ...
+
+    # messages
+    async def accept(
+        self, message: NewMessage, idempotency: IdempotencyRecord | None = None
+    ) -> AcceptResult:
+        """Stores the message, its first event and its queue entry in one transaction.
+
+        With an idempotency record whose key exists already: the earlier message
+        (``replayed=True``) if the request hash matches, else ``IdempotencyConflict``.
+        """
+        ...
+
+    async def get_message(self, tenant_id: str, message_id: str) -> MessageView | None: ...
+    async def get_idempotency(self, tenant_id: str, key: str) -> IdempotencyRecord | None: ...
+    async def purge_idempotency(self, before: float) -> int: ...
+
+    # dispatch
+    async def release_leases(self) -> int: ...
+    async def claim_due(
+        self, now: float, limit: int, lease_until: float
+    ) -> list[QueuedMessage]: ...
+    async def next_due(self) -> float | None: ...
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None: ...
+
+    # events in
+    async def apply_reports(
+        self, provider: str, reports: Sequence[DeliveryReport], now: float
+    ) -> list[ReportResult]: ...

@@ -1,0 +1,318 @@
+"""An in-memory store with the same behaviour as ``SqliteStore``, for fast service tests."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gateway.dispatch.ports import DeliveryReport
+from gateway.domain.messages import (
+    Event,
+    Expired,
+    Failed,
+    IdempotencyRecord,
+    MessageView,
+    NewMessage,
+    Outcome,
+    QueuedMessage,
+    Rendered,
+    Retry,
+    Status,
+    Submitted,
+    Suppressed,
+    can_move,
+)
+from gateway.storage.base import (
+    AcceptResult,
+    DuplicateTenant,
+    IdempotencyConflict,
+    ReportResult,
+    TemplateRecord,
+)
+
+
+@dataclass
+class _Queued:
+    due_at: float
+    lease_until: float = 0.0
+    attempts: int = 0
+
+
+@dataclass
+class _Message:
+    new: NewMessage
+    status: str
+    reason: str | None
+    updated_at: float
+    route: str | None = None
+    provider: str | None = None
+    provider_ref: str | None = None
+    events: list[Event] = field(default_factory=list)
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.tenants: dict[str, float] = {}
+        self.keys: dict[str, tuple[str, str]] = {}
+        self.brands: dict[tuple[str, str], dict[str, Any]] = {}
+        self.templates: dict[tuple[str, str], list[TemplateRecord]] = {}
+        self.messages: dict[str, _Message] = {}
+        self.queue: dict[str, _Queued] = {}
+        self.idempotency: dict[tuple[str, str], IdempotencyRecord] = {}
+        self.reports_seen: set[tuple[str, str, str]] = set()
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def ping(self) -> None:
+        pass
+
+    async def create_tenant(
+        self, tenant_id: str, keys: Sequence[tuple[str, str]], now: float
+    ) -> None:
+        if tenant_id in self.tenants:
+            raise DuplicateTenant(tenant_id)
+        self.tenants[tenant_id] = now
+        for key_hash, role in keys:
+            self.keys[key_hash] = (tenant_id, role)
+
+    async def add_keys(self, tenant_id: str, keys: Sequence[tuple[str, str]], now: float) -> None:
+        for key_hash, role in keys:
+            self.keys[key_hash] = (tenant_id, role)
+
+    async def find_key(self, key_hash: str) -> tuple[str, str] | None:
+        return self.keys.get(key_hash)
+
+    async def put_brand(
+        self, tenant_id: str, brand_id: str, body: dict[str, Any], now: float
+    ) -> None:
+        self.brands[(tenant_id, brand_id)] = copy.deepcopy(body)
+
+    async def get_brand(self, tenant_id: str, brand_id: str) -> dict[str, Any] | None:
+        body = self.brands.get((tenant_id, brand_id))
+        return copy.deepcopy(body) if body is not None else None
+
+    async def list_brands(self, tenant_id: str) -> list[tuple[str, dict[str, Any]]]:
+        return sorted((b, copy.deepcopy(v)) for (t, b), v in self.brands.items() if t == tenant_id)
+
+    async def put_template(
+        self, tenant_id: str, template_id: str, body: dict[str, Any], now: float
+    ) -> TemplateRecord:
+        versions = self.templates.setdefault((tenant_id, template_id), [])
+        record = TemplateRecord(tenant_id, template_id, len(versions) + 1, copy.deepcopy(body), now)
+        versions.append(record)
+        return record
+
+    async def get_template(
+        self, tenant_id: str, template_id: str, version: int | None = None
+    ) -> TemplateRecord | None:
+        versions = self.templates.get((tenant_id, template_id), [])
+        if not versions:
+            return None
+        if version is None:
+            return versions[-1]
+        return versions[version - 1] if 1 <= version <= len(versions) else None
+
+    async def list_templates(self, tenant_id: str) -> list[TemplateRecord]:
+        return [v[-1] for (t, _), v in sorted(self.templates.items()) if t == tenant_id]
+
+    async def accept(
+        self, message: NewMessage, idempotency: IdempotencyRecord | None = None
+    ) -> AcceptResult:
+        if idempotency is not None:
+            key = (idempotency.tenant_id, idempotency.key)
+            earlier = self.idempotency.get(key)
+            if earlier is not None:
+                if earlier.request_hash != idempotency.request_hash:
+                    raise IdempotencyConflict(idempotency.key)
+                return AcceptResult(earlier.message_id, replayed=True)
+            self.idempotency[key] = idempotency
+        m = message
+        data = {"reason": m.reason} if m.reason else {}
+        self.messages[m.id] = _Message(
+            m, m.status, m.reason, m.created_at, events=[Event(m.status, m.created_at, data)]
+        )
+        if m.status in (Status.ACCEPTED, Status.DEFERRED):
+            self.queue[m.id] = _Queued(m.due_at)
+        return AcceptResult(m.id)
+
+    async def get_message(self, tenant_id: str, message_id: str) -> MessageView | None:
+        rec = self.messages.get(message_id)
+        if rec is None or rec.new.tenant_id != tenant_id:
+            return None
+        n = rec.new
+        return MessageView(
+            id=n.id,
+            tenant_id=n.tenant_id,
+            to=n.to,
+            status=rec.status,
+            reason=rec.reason,
+            route=rec.route,
+            provider=rec.provider,
+            provider_ref=rec.provider_ref,
+            category=n.category,
+            template_id=n.template_id,
+            template_version=n.template_version,
+            campaign_id=n.campaign_id,
+            client_ref=n.client_ref,
+            rendered=n.rendered.as_dict(),
+            created_at=n.created_at,
+            updated_at=rec.updated_at,
+            expires_at=n.expires_at,
+            events=list(rec.events),
+        )
+
+    async def get_idempotency(self, tenant_id: str, key: str) -> IdempotencyRecord | None:
+        return self.idempotency.get((tenant_id, key))
+
+    async def purge_idempotency(self, before: float) -> int:
+        old = [k for k, v in self.idempotency.items() if v.created_at < before]
+        for k in old:
+            del self.idempotency[k]
+        return len(old)
+
+    async def release_leases(self) -> int:
+        leased = [q for q in self.queue.values() if q.lease_until > 0]
+        for q in leased:
+            q.lease_until = 0.0
+        return len(leased)
+
+    async def claim_due(self, now: float, limit: int, lease_until: float) -> list[QueuedMessage]:
+        due = sorted(
+            (q.due_at, mid)
+            for mid, q in self.queue.items()
+            if q.due_at <= now and q.lease_until <= now
+        )[:limit]
+        out = []
+        for _, mid in due:
+            q = self.queue[mid]
+            q.lease_until = lease_until
+            rec = self.messages[mid]
+            n = rec.new
+            out.append(
+                QueuedMessage(
+                    id=mid,
+                    tenant_id=n.tenant_id,
+                    to=n.to,
+                    category=n.category,
+                    rendered=Rendered(n.rendered.text, dict(n.rendered.payloads)),
+                    route_pref=n.route_pref,
+                    attempts=q.attempts,
+                    expires_at=n.expires_at,
+                    status=rec.status,
+                )
+            )
+        return sorted(out, key=lambda q: q.id)
+
+    async def next_due(self) -> float | None:
+        return min((max(q.due_at, q.lease_until) for q in self.queue.values()), default=None)
+
+    def _move(self, message_id: str, status: str, at: float, **columns: Any) -> bool:
+        rec = self.messages.get(message_id)
+        if rec is None or not can_move(rec.status, status):
+            return False
+        rec.status, rec.updated_at = status, at
+        for k, v in columns.items():
+            setattr(rec, k, v)
+        return True
+
+    def _event(self, message_id: str, type_: str, at: float, **data: Any) -> None:
+        self.messages[message_id].events.append(
+            Event(type_, at, {k: v for k, v in data.items() if v is not None})
+        )
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        for o in outcomes:
+            if isinstance(o, Submitted):
+                self.queue.pop(o.message_id, None)
+                rec = self.messages[o.message_id]
+                rec.route, rec.provider, rec.provider_ref = o.route, o.provider, o.provider_ref
+                rec.updated_at = o.at
+                self._move(o.message_id, Status.SUBMITTED, o.at)
+                self._event(
+                    o.message_id,
+                    "submitted",
+                    o.at,
+                    provider=o.provider,
+                    route=o.route,
+                    provider_ref=o.provider_ref,
+                    attempt=o.attempt,
+                )
+            elif isinstance(o, Retry):
+                q = self.queue.get(o.message_id)
+                if q is not None:
+                    self.queue[o.message_id] = replace(
+                        q, due_at=o.due_at, lease_until=0.0, attempts=o.attempt
+                    )
+                self._event(
+                    o.message_id,
+                    "retry",
+                    o.at,
+                    provider=o.provider,
+                    error=o.error,
+                    attempt=o.attempt,
+                    next_at=o.due_at,
+                )
+            elif isinstance(o, Failed):
+                self.queue.pop(o.message_id, None)
+                if self._move(o.message_id, Status.FAILED, o.at, reason=o.reason):
+                    rec = self.messages[o.message_id]
+                    rec.provider, rec.route = o.provider, o.route
+                    self._event(
+                        o.message_id,
+                        "failed",
+                        o.at,
+                        reason=o.reason,
+                        detail=o.detail,
+                        provider=o.provider,
+                    )
+            elif isinstance(o, Expired):
+                self.queue.pop(o.message_id, None)
+                if self._move(o.message_id, Status.EXPIRED, o.at, reason="ttl"):
+                    self._event(o.message_id, "expired", o.at)
+            elif isinstance(o, Suppressed):
+                self.queue.pop(o.message_id, None)
+                if self._move(o.message_id, Status.SUPPRESSED, o.at, reason=o.reason):
+                    self._event(o.message_id, "suppressed", o.at, reason=o.reason)
+
+    async def apply_reports(
+        self, provider: str, reports: Sequence[DeliveryReport], now: float
+    ) -> list[ReportResult]:
+        results = []
+        for r in reports:
+            rec = self.messages.get(r.message_id)
+            if rec is None:
+                results.append(ReportResult(r.message_id, applied=False))
+                continue
+            tenant = rec.new.tenant_id
+            key = (provider, r.provider_ref, r.status)
+            if key in self.reports_seen:
+                results.append(ReportResult(r.message_id, applied=False, tenant_id=tenant))
+                continue
+            self.reports_seen.add(key)
+            if r.status == "displayed":
+                self._event(r.message_id, "displayed", now, provider=provider, provider_at=r.at)
+                results.append(ReportResult(r.message_id, True, "displayed", tenant))
+                continue
+            status = Status.DELIVERED if r.status == "delivered" else Status.FAILED
+            extra: dict[str, Any] = {"reason": r.error_code} if status == Status.FAILED else {}
+            if rec.provider is None:
+                extra.update(provider=provider, provider_ref=r.provider_ref)
+            moved = self._move(r.message_id, status, now, **extra)
+            if moved:
+                self.queue.pop(r.message_id, None)
+                self._event(
+                    r.message_id,
+                    status.value,
+                    now,
+                    provider=provider,
+                    provider_at=r.at,
+                    error_code=r.error_code,
+                )
+            results.append(ReportResult(r.message_id, moved, status.value, tenant))
+        return results

@@ -1,0 +1,108 @@
+"""Versioned schema migrations, applied in order at start (``PRAGMA user_version``)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[str] = [
+    # 1: tenants, keys, brands, templates, messages, events, the dispatch queue, idempotency
+    """
+    CREATE TABLE tenants (
+        tenant_id   TEXT PRIMARY KEY,
+        settings    TEXT NOT NULL DEFAULT '{}',
+        created_at  REAL NOT NULL
+    );
+    CREATE TABLE api_keys (
+        key_hash    TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL REFERENCES tenants(tenant_id),
+        role        TEXT NOT NULL CHECK (role IN ('campaign', 'ops')),
+        created_at  REAL NOT NULL
+    );
+    CREATE TABLE brands (
+        tenant_id   TEXT NOT NULL,
+        brand_id    TEXT NOT NULL,
+        body        TEXT NOT NULL,
+        updated_at  REAL NOT NULL,
+        PRIMARY KEY (tenant_id, brand_id)
+    );
+    CREATE TABLE templates (
+        tenant_id   TEXT NOT NULL,
+        template_id TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        body        TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (tenant_id, template_id, version)
+    );
+    CREATE TABLE messages (
+        message_id       TEXT PRIMARY KEY,
+        tenant_id        TEXT NOT NULL,
+        to_number        TEXT NOT NULL,
+        status           TEXT NOT NULL,
+        reason           TEXT,
+        category         TEXT NOT NULL,
+        route            TEXT,
+        provider         TEXT,
+        provider_ref     TEXT,
+        route_pref       TEXT NOT NULL DEFAULT '',
+        template_id      TEXT NOT NULL,
+        template_version INTEGER NOT NULL,
+        campaign_id      TEXT,
+        client_ref       TEXT,
+        rendered         TEXT NOT NULL,
+        created_at       REAL NOT NULL,
+        updated_at       REAL NOT NULL,
+        expires_at       REAL NOT NULL
+    );
+    CREATE INDEX messages_tenant ON messages (tenant_id, message_id);
+    CREATE INDEX messages_provider_ref ON messages (provider, provider_ref);
+    CREATE TABLE events (
+        seq         INTEGER PRIMARY KEY,
+        message_id  TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        at          REAL NOT NULL,
+        data        TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_message ON events (message_id, seq);
+    CREATE TABLE dispatch_queue (
+        message_id  TEXT PRIMARY KEY,
+        due_at      REAL NOT NULL,
+        lease_until REAL NOT NULL DEFAULT 0,
+        attempts    INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX dispatch_queue_due ON dispatch_queue (due_at);
+    CREATE TABLE report_seen (
+        provider     TEXT NOT NULL,
+        provider_ref TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        PRIMARY KEY (provider, provider_ref, status)
+    ) WITHOUT ROWID;
+    CREATE TABLE idempotency_keys (
+        tenant_id    TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        message_id   TEXT NOT NULL,
+        created_at   REAL NOT NULL,
+        PRIMARY KEY (tenant_id, key)
+    );
+    CREATE INDEX idempotency_created ON idempotency_keys (created_at);
+    """,
+]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Applies every migration newer than the database's; answers the resulting version."""
+    (current,) = conn.execute("PRAGMA user_version").fetchone()
+    for version, script in enumerate(MIGRATIONS, start=1):
+        if version <= current:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)

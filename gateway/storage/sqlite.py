@@ -1,0 +1,521 @@
+"""The embedded store: SQLite in WAL mode, one group-committing writer, aiosqlite for reads."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from gateway.dispatch.ports import DeliveryReport
+from gateway.domain.messages import (
+    Event,
+    Expired,
+    Failed,
+    IdempotencyRecord,
+    MessageView,
+    NewMessage,
+    Outcome,
+    QueuedMessage,
+    Rendered,
+    Retry,
+    Status,
+    Submitted,
+    Suppressed,
+    can_move,
+)
+from gateway.storage.base import (
+    AcceptResult,
+    DuplicateTenant,
+    IdempotencyConflict,
+    ReportResult,
+    TemplateRecord,
+)
+from gateway.storage.schema import migrate
+from gateway.storage.writer import SqliteWriter, connect
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+_MESSAGE_COLUMNS = (
+    "message_id, tenant_id, to_number, status, reason, route, provider, provider_ref, category,"
+    " template_id, template_version, campaign_id, client_ref, rendered, created_at, updated_at,"
+    " expires_at"
+)
+
+
+class SqliteStore:
+    def __init__(self, path: Path | str, *, checkpoint_interval_s: float = 1.0) -> None:
+        self.path = Path(path)
+        self._checkpoint_interval_s = checkpoint_interval_s
+        self._writer: SqliteWriter | None = None
+        self._reader: aiosqlite.Connection | None = None
+
+    # lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(self.path)
+        try:
+            migrate(conn)
+        finally:
+            conn.close()
+        self._writer = SqliteWriter(self.path, checkpoint_interval_s=self._checkpoint_interval_s)
+        self._writer.start()
+        self._reader = await aiosqlite.connect(self.path)
+        await self._reader.execute("PRAGMA query_only=1")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
+
+    @property
+    def writer(self) -> SqliteWriter:
+        assert self._writer is not None, "store is not open"
+        return self._writer
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        assert self._reader is not None, "store is not open"
+        return self._reader
+
+    async def ping(self) -> None:
+        async with self.reader.execute("SELECT 1") as cur:
+            await cur.fetchone()
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self.reader.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async with self.reader.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    # tenants -----------------------------------------------------------------------------
+    async def create_tenant(
+        self, tenant_id: str, keys: Sequence[tuple[str, str]], now: float
+    ) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO tenants (tenant_id, created_at) VALUES (?, ?)", (tenant_id, now)
+                )
+            except sqlite3.IntegrityError:
+                raise DuplicateTenant(tenant_id) from None
+            conn.executemany(
+                "INSERT INTO api_keys (key_hash, tenant_id, role, created_at) VALUES (?, ?, ?, ?)",
+                [(h, tenant_id, role, now) for h, role in keys],
+            )
+
+        await self.writer.run(job)
+
+    async def add_keys(self, tenant_id: str, keys: Sequence[tuple[str, str]], now: float) -> None:
+        await self.writer.run(
+            lambda conn: conn.executemany(
+                "INSERT INTO api_keys (key_hash, tenant_id, role, created_at) VALUES (?, ?, ?, ?)",
+                [(h, tenant_id, role, now) for h, role in keys],
+            )
+        )
+
+    async def find_key(self, key_hash: str) -> tuple[str, str] | None:
+        row = await self._one(
+            "SELECT tenant_id, role FROM api_keys WHERE key_hash = ?", (key_hash,)
+        )
+        return (row[0], row[1]) if row else None
+
+    # brands ------------------------------------------------------------------------------
+    async def put_brand(
+        self, tenant_id: str, brand_id: str, body: dict[str, Any], now: float
+    ) -> None:
+        text = dumps(body)
+        await self.writer.run(
+            lambda conn: conn.execute(
+                "INSERT INTO brands (tenant_id, brand_id, body, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (tenant_id, brand_id) DO UPDATE SET body = excluded.body,"
+                " updated_at = excluded.updated_at",
+                (tenant_id, brand_id, text, now),
+            )
+        )
+
+    async def get_brand(self, tenant_id: str, brand_id: str) -> dict[str, Any] | None:
+        row = await self._one(
+            "SELECT body FROM brands WHERE tenant_id = ? AND brand_id = ?", (tenant_id, brand_id)
+        )
+        return json.loads(row[0]) if row else None
+
+    async def list_brands(self, tenant_id: str) -> list[tuple[str, dict[str, Any]]]:
+        rows = await self._all(
+            "SELECT brand_id, body FROM brands WHERE tenant_id = ? ORDER BY brand_id", (tenant_id,)
+        )
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+    # templates ---------------------------------------------------------------------------
+    async def put_template(
+        self, tenant_id: str, template_id: str, body: dict[str, Any], now: float
+    ) -> TemplateRecord:
+        text = dumps(body)
+
+        def job(conn: sqlite3.Connection) -> int:
+            (latest,) = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM templates"
+                " WHERE tenant_id = ? AND template_id = ?",
+                (tenant_id, template_id),
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO templates (tenant_id, template_id, version, body, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (tenant_id, template_id, latest + 1, text, now),
+            )
+            return int(latest) + 1
+
+        version = await self.writer.run(job)
+        return TemplateRecord(tenant_id, template_id, version, body, now)
+
+    async def get_template(
+        self, tenant_id: str, template_id: str, version: int | None = None
+    ) -> TemplateRecord | None:
+        if version is None:
+            row = await self._one(
+                "SELECT version, body, created_at FROM templates"
+                " WHERE tenant_id = ? AND template_id = ?"
+                " ORDER BY version DESC LIMIT 1",
+                (tenant_id, template_id),
+            )
+        else:
+            row = await self._one(
+                "SELECT version, body, created_at FROM templates"
+                " WHERE tenant_id = ? AND template_id = ? AND version = ?",
+                (tenant_id, template_id, version),
+            )
+        if row is None:
+            return None
+        return TemplateRecord(tenant_id, template_id, row[0], json.loads(row[1]), row[2])
+
+    async def list_templates(self, tenant_id: str) -> list[TemplateRecord]:
+        rows = await self._all(
+            "SELECT t.template_id, t.version, t.body, t.created_at FROM templates t"
+            " WHERE t.tenant_id = ? AND t.version = (SELECT max(version) FROM templates"
+            " WHERE tenant_id = t.tenant_id AND template_id = t.template_id)"
+            " ORDER BY t.template_id",
+            (tenant_id,),
+        )
+        return [TemplateRecord(tenant_id, r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    # messages ----------------------------------------------------------------------------
+    async def accept(
+        self, message: NewMessage, idempotency: IdempotencyRecord | None = None
+    ) -> AcceptResult:
+        m = message
+        row = (
+            m.id,
+            m.tenant_id,
+            m.to,
+            m.status,
+            m.reason,
+            m.category,
+            ",".join(m.route_pref),
+            m.template_id,
+            m.template_version,
+            m.campaign_id,
+            m.client_ref,
+            dumps(m.rendered.as_dict()),
+            m.created_at,
+            m.created_at,
+            m.expires_at,
+        )
+        event_data = dumps({"reason": m.reason} if m.reason else {})
+
+        def job(conn: sqlite3.Connection) -> AcceptResult:
+            if idempotency is not None:
+                try:
+                    conn.execute(
+                        "INSERT INTO idempotency_keys (tenant_id, key, request_hash, message_id,"
+                        " created_at) VALUES (?, ?, ?, ?, ?)",
+                        (
+                            idempotency.tenant_id,
+                            idempotency.key,
+                            idempotency.request_hash,
+                            idempotency.message_id,
+                            idempotency.created_at,
+                        ),
+                    )
+                except sqlite3.IntegrityError:
+                    request_hash, message_id = conn.execute(
+                        "SELECT request_hash, message_id FROM idempotency_keys"
+                        " WHERE tenant_id = ? AND key = ?",
+                        (idempotency.tenant_id, idempotency.key),
+                    ).fetchone()
+                    if request_hash != idempotency.request_hash:
+                        raise IdempotencyConflict(idempotency.key) from None
+                    return AcceptResult(message_id, replayed=True)
+            conn.execute(
+                "INSERT INTO messages (message_id, tenant_id, to_number, status, reason, category,"
+                " route_pref, template_id, template_version, campaign_id, client_ref, rendered,"
+                " created_at, updated_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                row,
+            )
+            conn.execute(
+                "INSERT INTO events (message_id, type, at, data) VALUES (?, ?, ?, ?)",
+                (m.id, m.status, m.created_at, event_data),
+            )
+            if m.status in (Status.ACCEPTED, Status.DEFERRED):
+                conn.execute(
+                    "INSERT INTO dispatch_queue (message_id, due_at) VALUES (?, ?)",
+                    (m.id, m.due_at),
+                )
+            return AcceptResult(m.id)
+
+        return await self.writer.run(job)
+
+    async def get_message(self, tenant_id: str, message_id: str) -> MessageView | None:
+        row = await self._one(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE message_id = ? AND tenant_id = ?",
+            (message_id, tenant_id),
+        )
+        if row is None:
+            return None
+        events = await self._all(
+            "SELECT type, at, data FROM events WHERE message_id = ? ORDER BY seq", (message_id,)
+        )
+        return MessageView(
+            id=row[0],
+            tenant_id=row[1],
+            to=row[2],
+            status=row[3],
+            reason=row[4],
+            route=row[5],
+            provider=row[6],
+            provider_ref=row[7],
+            category=row[8],
+            template_id=row[9],
+            template_version=row[10],
+            campaign_id=row[11],
+            client_ref=row[12],
+            rendered=json.loads(row[13]),
+            created_at=row[14],
+            updated_at=row[15],
+            expires_at=row[16],
+            events=[Event(e[0], e[1], json.loads(e[2])) for e in events],
+        )
+
+    async def get_idempotency(self, tenant_id: str, key: str) -> IdempotencyRecord | None:
+        row = await self._one(
+            "SELECT request_hash, message_id, created_at FROM idempotency_keys"
+            " WHERE tenant_id = ? AND key = ?",
+            (tenant_id, key),
+        )
+        return IdempotencyRecord(tenant_id, key, row[0], row[1], row[2]) if row else None
+
+    async def purge_idempotency(self, before: float) -> int:
+        return await self.writer.run(
+            lambda conn: (
+                conn.execute(
+                    "DELETE FROM idempotency_keys WHERE created_at < ?", (before,)
+                ).rowcount
+            )
+        )
+
+    # dispatch ----------------------------------------------------------------------------
+    async def release_leases(self) -> int:
+        """At start: one process owns an SQLite file, so every lease is a dead process's."""
+        return await self.writer.run(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE dispatch_queue SET lease_until = 0 WHERE lease_until > 0"
+                ).rowcount
+            )
+        )
+
+    async def claim_due(self, now: float, limit: int, lease_until: float) -> list[QueuedMessage]:
+        def job(conn: sqlite3.Connection) -> list[QueuedMessage]:
+            rows = conn.execute(
+                "UPDATE dispatch_queue SET lease_until = ? WHERE message_id IN ("
+                " SELECT message_id FROM dispatch_queue WHERE due_at <= ? AND lease_until <= ?"
+                " ORDER BY due_at LIMIT ?) RETURNING message_id, attempts",
+                (lease_until, now, now, limit),
+            ).fetchall()
+            if not rows:
+                return []
+            attempts = dict(rows)
+            out: list[QueuedMessage] = []
+            ids = list(attempts)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for r in conn.execute(
+                    "SELECT message_id, tenant_id, to_number, category, rendered, route_pref,"
+                    f" expires_at, status FROM messages WHERE message_id IN ({marks})",
+                    chunk,
+                ):
+                    rendered = json.loads(r[4])
+                    out.append(
+                        QueuedMessage(
+                            id=r[0],
+                            tenant_id=r[1],
+                            to=r[2],
+                            category=r[3],
+                            rendered=Rendered(rendered["text"], rendered.get("payloads", {})),
+                            route_pref=tuple(p for p in r[5].split(",") if p),
+                            attempts=attempts[r[0]],
+                            expires_at=r[6],
+                            status=r[7],
+                        )
+                    )
+            out.sort(key=lambda q: q.id)
+            return out
+
+        return await self.writer.run(job)
+
+    async def next_due(self) -> float | None:
+        row = await self._one("SELECT min(max(due_at, lease_until)) FROM dispatch_queue")
+        return row[0] if row and row[0] is not None else None
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        if outcomes:
+            await self.writer.run(lambda conn: _apply_outcomes(conn, outcomes))
+
+    # events in ---------------------------------------------------------------------------
+    async def apply_reports(
+        self, provider: str, reports: Sequence[DeliveryReport], now: float
+    ) -> list[ReportResult]:
+        return await self.writer.run(lambda conn: _apply_reports(conn, provider, reports, now))
+
+
+def _event(conn: sqlite3.Connection, message_id: str, type_: str, at: float, **data: Any) -> None:
+    conn.execute(
+        "INSERT INTO events (message_id, type, at, data) VALUES (?, ?, ?, ?)",
+        (message_id, type_, at, dumps({k: v for k, v in data.items() if v is not None})),
+    )
+
+
+def _set_status(
+    conn: sqlite3.Connection, message_id: str, status: str, at: float, **columns: Any
+) -> bool:
+    """Moves a message forward; answers False (and changes nothing) if that is not forward."""
+    row = conn.execute("SELECT status FROM messages WHERE message_id = ?", (message_id,)).fetchone()
+    if row is None or not can_move(row[0], status):
+        return False
+    sets = ", ".join(f"{k} = ?" for k in columns)
+    conn.execute(
+        f"UPDATE messages SET status = ?, updated_at = ?{', ' + sets if sets else ''}"
+        " WHERE message_id = ?",
+        (status, at, *columns.values(), message_id),
+    )
+    return True
+
+
+def _apply_outcomes(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> None:
+    for o in outcomes:
+        if isinstance(o, Submitted):
+            conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (o.message_id,))
+            # A fast delivery report may have landed first: keep its status, record the route.
+            conn.execute(
+                "UPDATE messages SET route = ?, provider = ?, provider_ref = ?, updated_at = ?"
+                " WHERE message_id = ?",
+                (o.route, o.provider, o.provider_ref, o.at, o.message_id),
+            )
+            _set_status(conn, o.message_id, Status.SUBMITTED, o.at)
+            _event(
+                conn,
+                o.message_id,
+                "submitted",
+                o.at,
+                provider=o.provider,
+                route=o.route,
+                provider_ref=o.provider_ref,
+                attempt=o.attempt,
+            )
+        elif isinstance(o, Retry):
+            conn.execute(
+                "UPDATE dispatch_queue SET due_at = ?, lease_until = 0, attempts = ?"
+                " WHERE message_id = ?",
+                (o.due_at, o.attempt, o.message_id),
+            )
+            _event(
+                conn,
+                o.message_id,
+                "retry",
+                o.at,
+                provider=o.provider,
+                error=o.error,
+                attempt=o.attempt,
+                next_at=o.due_at,
+            )
+        elif isinstance(o, Failed):
+            conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (o.message_id,))
+            if _set_status(
+                conn,
+                o.message_id,
+                Status.FAILED,
+                o.at,
+                reason=o.reason,
+                provider=o.provider,
+                route=o.route,
+            ):
+                _event(
+                    conn,
+                    o.message_id,
+                    "failed",
+                    o.at,
+                    reason=o.reason,
+                    detail=o.detail,
+                    provider=o.provider,
+                )
+        elif isinstance(o, Expired):
+            conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (o.message_id,))
+            if _set_status(conn, o.message_id, Status.EXPIRED, o.at, reason="ttl"):
+                _event(conn, o.message_id, "expired", o.at)
+        elif isinstance(o, Suppressed):
+            conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (o.message_id,))
+            if _set_status(conn, o.message_id, Status.SUPPRESSED, o.at, reason=o.reason):
+                _event(conn, o.message_id, "suppressed", o.at, reason=o.reason)
+
+
+def _apply_reports(
+    conn: sqlite3.Connection, provider: str, reports: Sequence[DeliveryReport], now: float
+) -> list[ReportResult]:
+    results: list[ReportResult] = []
+    for r in reports:
+        row = conn.execute(
+            "SELECT tenant_id, provider FROM messages WHERE message_id = ?", (r.message_id,)
+        ).fetchone()
+        if row is None:
+            results.append(ReportResult(r.message_id, applied=False))
+            continue
+        seen = conn.execute(
+            "INSERT OR IGNORE INTO report_seen (provider, provider_ref, status) VALUES (?, ?, ?)",
+            (provider, r.provider_ref, r.status),
+        ).rowcount
+        if not seen:
+            results.append(ReportResult(r.message_id, applied=False, tenant_id=row[0]))
+            continue
+        if r.status == "displayed":
+            _event(conn, r.message_id, "displayed", now, provider=provider, provider_at=r.at)
+            results.append(ReportResult(r.message_id, True, "displayed", row[0]))
+            continue
+        status = Status.DELIVERED if r.status == "delivered" else Status.FAILED
+        extra: dict[str, Any] = {"reason": r.error_code} if status == Status.FAILED else {}
+        if row[1] is None:
+            extra.update(provider=provider, provider_ref=r.provider_ref)
+        moved = _set_status(conn, r.message_id, status, now, **extra)
+        if moved:  # an out-of-order report (after a final status) changes nothing
+            conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (r.message_id,))
+            _event(
+                conn,
+                r.message_id,
+                status.value,
+                now,
+                provider=provider,
+                provider_at=r.at,
+                error_code=r.error_code,
+            )
+        results.append(ReportResult(r.message_id, moved, status.value, row[0]))
+    return results

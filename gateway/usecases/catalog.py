@@ -1,0 +1,166 @@
+"""Brands and card templates: validated, versioned, compiled once per version and cached."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cards.compiled import CompiledTemplate, TemplateCheckFailed
+from cards.models import TemplateSpec, template_dump
+from gateway.clock import Clock
+from gateway.errors import FieldError, InvalidInput, NotFound
+from gateway.storage.base import Store, TemplateRecord
+
+
+class Brand(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=40)
+    signature: str = Field(min_length=1, max_length=20)
+    logo_url: str | None = Field(default=None, max_length=2000)
+    color: str | None = Field(default=None, pattern=r"^#[0-9A-Fa-f]{6}$")
+    verified: bool = False
+
+    @field_validator("logo_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an https:// or http:// URL")
+        return value
+
+
+class LoadedTemplate:
+    """One stored version with its compiled form."""
+
+    __slots__ = ("compiled", "record")
+
+    def __init__(self, record: TemplateRecord, compiled: CompiledTemplate) -> None:
+        self.record = record
+        self.compiled = compiled
+
+    @property
+    def spec(self) -> TemplateSpec:
+        return self.compiled.spec
+
+
+def compile_template(body: dict[str, Any]) -> CompiledTemplate:
+    """Validates and compiles a template body; every problem is a 422 naming its place."""
+    try:
+        spec = TemplateSpec.model_validate(body)
+    except ValidationError as exc:
+        raise invalid_from_pydantic(exc) from None
+    try:
+        return CompiledTemplate.build(spec)
+    except TemplateCheckFailed as exc:
+        raise InvalidInput(
+            "template rejected", [FieldError(loc, msg) for loc, msg in exc.problems]
+        ) from None
+
+
+def invalid_from_pydantic(exc: ValidationError, prefix: tuple[str, ...] = ()) -> InvalidInput:
+    errors = [
+        FieldError(
+            (*prefix, *(str(p) if not isinstance(p, int) else p for p in e["loc"])), e["msg"]
+        )
+        for e in exc.errors(include_url=False)
+    ]
+    return InvalidInput("; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors), errors)
+
+
+class Catalog:
+    """Brands and templates of every tenant, with the latest versions cached in memory.
+
+    This process invalidates its cache on every write it makes; the TTL bounds
+    staleness when several instances share one database.
+    """
+
+    def __init__(self, store: Store, clock: Clock, ttl_s: float = 5.0) -> None:
+        self._store = store
+        self._clock = clock
+        self._ttl_s = ttl_s
+        self._latest: dict[tuple[str, str], tuple[LoadedTemplate | None, float]] = {}
+        self._versions: dict[tuple[str, str, int], LoadedTemplate] = {}
+        self._brands: dict[tuple[str, str], tuple[Brand | None, float]] = {}
+
+    async def put_brand(self, tenant_id: str, brand_id: str, body: dict[str, Any]) -> Brand:
+        try:
+            brand = Brand.model_validate(body)
+        except ValidationError as exc:
+            raise invalid_from_pydantic(exc) from None
+        await self._store.put_brand(
+            tenant_id, brand_id, brand.model_dump(mode="json"), self._clock.now()
+        )
+        self._brands.pop((tenant_id, brand_id), None)
+        return brand
+
+    async def brand(self, tenant_id: str, brand_id: str) -> Brand | None:
+        now = time.monotonic()
+        hit = self._brands.get((tenant_id, brand_id))
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        body = await self._store.get_brand(tenant_id, brand_id)
+        brand = Brand.model_validate(body) if body is not None else None
+        self._brands[(tenant_id, brand_id)] = (brand, now + self._ttl_s)
+        return brand
+
+    async def list_brands(self, tenant_id: str) -> list[tuple[str, Brand]]:
+        return [
+            (b, Brand.model_validate(body)) for b, body in await self._store.list_brands(tenant_id)
+        ]
+
+    async def put_template(
+        self, tenant_id: str, template_id: str, body: dict[str, Any]
+    ) -> LoadedTemplate:
+        compiled = compile_template(body)
+        if await self.brand(tenant_id, compiled.spec.brand_id) is None:
+            raise InvalidInput.field(["brand_id"], f"no brand {compiled.spec.brand_id!r}")
+        record = await self._store.put_template(
+            tenant_id, template_id, template_dump(compiled.spec), self._clock.now()
+        )
+        loaded = LoadedTemplate(record, compiled)
+        self._versions[(tenant_id, template_id, record.version)] = loaded
+        self._latest[(tenant_id, template_id)] = (loaded, time.monotonic() + self._ttl_s)
+        return loaded
+
+    async def template(
+        self, tenant_id: str, template_id: str, version: int | None = None
+    ) -> LoadedTemplate | None:
+        if version is not None:
+            hit = self._versions.get((tenant_id, template_id, version))
+            if hit is not None:
+                return hit
+            return self._load(await self._store.get_template(tenant_id, template_id, version))
+        now = time.monotonic()
+        cached = self._latest.get((tenant_id, template_id))
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        loaded = self._load(await self._store.get_template(tenant_id, template_id))
+        self._latest[(tenant_id, template_id)] = (loaded, now + self._ttl_s)
+        return loaded
+
+    async def require_template(self, tenant_id: str, template_id: str) -> LoadedTemplate:
+        loaded = await self.template(tenant_id, template_id)
+        if loaded is None:
+            raise NotFound(f"no template {template_id!r}")
+        return loaded
+
+    async def list_templates(self, tenant_id: str) -> list[LoadedTemplate]:
+        return [
+            t
+            for r in await self._store.list_templates(tenant_id)
+            if (t := self._load(r)) is not None
+        ]
+
+    def _load(self, record: TemplateRecord | None) -> LoadedTemplate | None:
+        if record is None:
+            return None
+        key = (record.tenant_id, record.template_id, record.version)
+        hit = self._versions.get(key)
+        if hit is None:
+            hit = LoadedTemplate(
+                record, CompiledTemplate.build(TemplateSpec.model_validate(record.body))
+            )
+            self._versions[key] = hit
+        return hit

@@ -1,0 +1,44 @@
+"""Events in from providers: signed delivery reports, verified before anything changes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gateway.clock import Clock
+from gateway.dispatch.ports import Provider
+from gateway.errors import InvalidInput, NotFound, Unauthenticated
+from gateway.metrics import Metrics
+from gateway.storage.base import ReportResult, Store
+
+
+def provider_for(providers: Mapping[str, Provider], name: str) -> Provider:
+    provider = providers.get(name)
+    if provider is None:
+        raise NotFound(f"no provider {name!r}")
+    return provider
+
+
+async def receive_reports(
+    store: Store,
+    providers: Mapping[str, Provider],
+    clock: Clock,
+    metrics: Metrics,
+    name: str,
+    body: bytes,
+    signature: str | None,
+) -> list[ReportResult]:
+    """Applies a batch of delivery reports once each; forged batches change nothing (401)."""
+    provider = provider_for(providers, name)
+    if not provider.verify(body, signature):
+        metrics.reports.labels(name, "forged").inc()
+        raise Unauthenticated("bad or missing X-Signature")
+    try:
+        reports = provider.parse_reports(body)
+    except ValueError as exc:
+        raise InvalidInput.field(["body"], f"not a delivery report batch: {exc}") from None
+    results = await store.apply_reports(name, reports, clock.now())
+    for r in results:
+        metrics.reports.labels(name, "applied" if r.applied else "ignored").inc()
+        if r.applied and r.status:
+            metrics.messages.labels(r.status).inc()
+    return results

@@ -1,0 +1,142 @@
+"""Accepting a single send: validate, render, persist durably with its queue entry, answer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from cards.compiled import RenderError
+from cards.variables import check_variables
+from gateway.clock import Clock
+from gateway.domain.messages import IdempotencyRecord, NewMessage, Rendered, Status
+from gateway.domain.phones import InvalidNumber, to_e164
+from gateway.domain.routing import preference
+from gateway.errors import Conflict, FieldError, InvalidInput
+from gateway.ids import new_id
+from gateway.storage.base import AcceptResult, IdempotencyConflict, Store
+from gateway.usecases.catalog import Catalog
+from gateway.usecases.tenants import Principal
+
+RouteKind = Literal["vendor_card", "carrier_rich", "sms"]
+
+
+class SendRequest(BaseModel):
+    """The body of ``POST /v1/messages``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: str = Field(min_length=1, max_length=40, examples=["13812345678"])
+    template_id: str = Field(min_length=1, max_length=64)
+    variables: dict[str, Any] = Field(default_factory=dict)
+    send_at: AwareDatetime | None = None
+    ttl_seconds: int = Field(default=86400, ge=1, le=30 * 86400)
+    client_ref: str | None = Field(default=None, max_length=128)
+    route: RouteKind | list[RouteKind] | None = Field(
+        default=None, description="one route kind, or a preference list"
+    )
+
+
+class SendAccepted(BaseModel):
+    message_id: str
+    status: str = "accepted"
+
+
+def request_hash(body: Any) -> str:
+    """The same JSON (whatever its key order or spacing) hashes the same."""
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Sender:
+    def __init__(
+        self, store: Store, catalog: Catalog, clock: Clock, on_accepted: Callable[[], None]
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._clock = clock
+        self._on_accepted = on_accepted
+
+    async def send(
+        self,
+        principal: Principal,
+        req: SendRequest,
+        *,
+        idempotency_key: str | None = None,
+        body_hash: str = "",
+    ) -> AcceptResult:
+        tenant = principal.tenant_id
+        if idempotency_key is not None:
+            earlier = await self._store.get_idempotency(tenant, idempotency_key)
+            if earlier is not None:
+                if earlier.request_hash != body_hash:
+                    raise _idempotency_conflict()
+                return AcceptResult(earlier.message_id, replayed=True)
+
+        try:
+            to = to_e164(req.to)
+        except InvalidNumber as exc:
+            raise InvalidInput.field(["to"], str(exc)) from None
+        loaded = await self._catalog.template(tenant, req.template_id)
+        if loaded is None:
+            raise InvalidInput.field(["template_id"], f"no template {req.template_id!r}")
+        spec = loaded.spec
+        context, problems = check_variables(spec.variables, req.variables)
+        if problems:
+            raise InvalidInput(
+                "; ".join(f"variables.{n}: {m}" for n, m in problems),
+                [FieldError(("variables", n), m) for n, m in problems],
+            )
+        brand = await self._catalog.brand(tenant, spec.brand_id)
+        signature = brand.signature if brand else ""
+
+        now = self._clock.now()
+        due_at = max(now, req.send_at.timestamp()) if req.send_at else now
+        status, reason = Status.ACCEPTED, None
+        try:
+            card = loaded.compiled.render_card(context)
+            text = signature + loaded.compiled.render_fallback(context)
+            rendered = Rendered(text, {"card": card} if card is not None else {})
+        except RenderError as exc:
+            status, reason = Status.FAILED, "render_error"
+            rendered = Rendered("", {"error": str(exc)})
+
+        routes = req.route if isinstance(req.route, list) else [req.route] if req.route else None
+        message = NewMessage(
+            id=new_id(int(now * 1000)),
+            tenant_id=tenant,
+            to=to,
+            category=spec.category,
+            template_id=req.template_id,
+            template_version=loaded.record.version,
+            rendered=rendered,
+            created_at=now,
+            due_at=due_at,
+            expires_at=due_at + req.ttl_seconds,
+            route_pref=preference(routes, spec.routes),
+            client_ref=req.client_ref,
+            status=status,
+            reason=reason,
+        )
+        idem = (
+            IdempotencyRecord(tenant, idempotency_key, body_hash, message.id, now)
+            if idempotency_key is not None
+            else None
+        )
+        try:
+            result = await self._store.accept(message, idem)
+        except IdempotencyConflict:
+            raise _idempotency_conflict() from None
+        if not result.replayed and status == Status.ACCEPTED:
+            self._on_accepted()
+        return result
+
+
+def _idempotency_conflict() -> Conflict:
+    return Conflict(
+        "this Idempotency-Key was used with a different request body",
+        [FieldError(("header", "Idempotency-Key"), "reused with a different body")],
+    )

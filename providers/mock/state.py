@@ -1,0 +1,132 @@
+"""What the mock providers remember: counts, dedupe, phones' inboxes, rate buckets.
+
+Pure bookkeeping: no I/O, so it is easy to reason about and to test.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from providers.mock.config import PROVIDERS
+
+E164 = re.compile(r"\+\d{8,15}")
+CN_MOBILE = re.compile(r"1\d{10}")
+
+
+def utc_now() -> str:
+    """The current time, RFC 3339 in UTC."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def is_e164(number: str) -> bool:
+    return E164.fullmatch(number) is not None
+
+
+def normalise_number(raw: str) -> str | None:
+    """``raw`` in E.164, or ``None``; accepts ``+86…``, an 11-digit CN mobile, or
+    digits whose ``+`` was lost to URL decoding."""
+    number = re.sub(r"[\s\-()]", "", raw)
+    if is_e164(number):
+        return number
+    if CN_MOBILE.fullmatch(number):
+        return "+86" + number
+    if re.fullmatch(r"\d{8,15}", number):
+        return "+" + number
+    return None
+
+
+@dataclass(slots=True)
+class Counts:
+    submitted: int = 0
+    distinct: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A submission the provider took: its reference, and whether it is new."""
+
+    msg_id: str
+    is_new: bool
+
+
+@dataclass(slots=True)
+class MockState:
+    """Counts, dedupe and inboxes of every mock provider."""
+
+    counts: dict[str, Counts] = field(default_factory=lambda: {p: Counts() for p in PROVIDERS})
+    inboxes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    callback_bases: dict[str, str] = field(default_factory=dict)
+    _seen: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def accept(self, provider: str, client_ref: str, to: str, text: str) -> Accepted:
+        """Take one message; a ``client_ref`` seen before keeps its id and is not re-delivered."""
+        counts = self.counts[provider]
+        counts.submitted += 1
+        known = self._seen.get((provider, client_ref))
+        if known is not None:
+            return Accepted(known, is_new=False)
+        msg_id = f"{provider}-{uuid.uuid4().hex}"
+        self._seen[(provider, client_ref)] = msg_id
+        counts.distinct += 1
+        self.inboxes.setdefault(to, []).append(
+            {
+                "provider": provider,
+                "client_ref": client_ref,
+                "msg_id": msg_id,
+                "text": text,
+                "at": utc_now(),
+            }
+        )
+        return Accepted(msg_id, is_new=True)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {
+            p: {"submitted": c.submitted, "distinct": c.distinct} for p, c in self.counts.items()
+        }
+
+    def inbox(self, to: str) -> list[dict[str, Any]]:
+        return list(self.inboxes.get(to, ()))
+
+    def reset(self) -> None:
+        """Forget counts, inboxes and dedupe (rate buckets and callback bases stay)."""
+        self.counts = {p: Counts() for p in PROVIDERS}
+        self.inboxes.clear()
+        self._seen.clear()
+
+
+class TokenBucket:
+    """A rate limit in messages per second; the bucket holds ``max(1, rate)`` messages.
+
+    A batch larger than the bucket is let through once the bucket is full and
+    leaves it in debt, so any batch size gets through at the configured rate.
+    """
+
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self._clock = clock
+        self._tokens = self.capacity
+        self._at = clock()
+
+    def take(self, n: int) -> float:
+        """Take ``n`` tokens and return 0, or take none and return the seconds to wait."""
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        need = min(float(n), self.capacity)
+        if self._tokens >= need:
+            self._tokens -= n
+            return 0.0
+        return (need - self._tokens) / self.rate
+
+
+def retry_after(wait_s: float) -> int:
+    """A ``Retry-After`` value: whole seconds, at least 1."""
+    return max(1, math.ceil(wait_s))
