@@ -60,13 +60,22 @@ def compile_template(body: dict[str, Any]) -> CompiledTemplate:
 
 
 def invalid_from_pydantic(exc: ValidationError, prefix: tuple[str, ...] = ()) -> InvalidInput:
-    errors = [
-        FieldError(
-            (*prefix, *(str(p) if not isinstance(p, int) else p for p in e["loc"])), e["msg"]
-        )
-        for e in exc.errors(include_url=False)
-    ]
+    """One error per field; pydantic's union-member tags (``list[…]``) are left out of ``loc``."""
+    merged: dict[tuple[str | int, ...], list[str]] = {}
+    for e in exc.errors(include_url=False):
+        loc = (*prefix, *(p for p in e["loc"] if not _is_type_tag(p)))
+        msgs = merged.setdefault(loc, [])
+        if e["msg"] not in msgs:
+            msgs.append(e["msg"])
+    errors = [FieldError(loc, "; or ".join(msgs)) for loc, msgs in merged.items()]
     return InvalidInput("; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors), errors)
+
+
+def _is_type_tag(part: str | int) -> bool:
+    return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS)
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 
 
 class Catalog:

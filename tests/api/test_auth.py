@@ -1,0 +1,110 @@
+"""Authentication, roles and tenant isolation, as a client sees them."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import FUND_TEMPLATE, Gateway
+
+
+async def test_no_key_is_401_problem(gw: Gateway) -> None:
+    """A call without a key answers 401 as problem+json with a Bearer challenge."""
+    resp = await gw.client.get("/v1/templates")
+    assert resp.status == 401
+    assert resp.content_type == "application/problem+json"
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    body = await resp.json()
+    assert body["status"] == 401 and body["title"] and body["detail"]
+
+
+async def test_wrong_key_is_401(gw: Gateway) -> None:
+    """An unknown key, or a malformed header, answers 401."""
+    for header in ("Bearer gw_campaign_nope", "Basic abc", "Bearer "):
+        resp = await gw.client.get("/v1/templates", headers={"Authorization": header})
+        assert resp.status == 401, header
+
+
+async def test_ops_key_cannot_send(gw: Gateway) -> None:
+    """The right key with the wrong role answers 403 and sends nothing."""
+    resp = await gw.client.post(
+        "/v1/messages",
+        json={"to": "13812345678", "template_id": "fund_due", "variables": {}},
+        headers=gw.auth(role="ops"),
+    )
+    assert resp.status == 403
+    assert (await resp.json())["status"] == 403
+    assert await gw.services.dispatcher.run_once() == 0
+
+
+async def test_ops_key_reads_masked_numbers(gw: Gateway) -> None:
+    """An ops key may read a message, with the number masked; a campaign key sees it whole."""
+    message_id = await gw.send()
+    resp = await gw.client.get(f"/v1/messages/{message_id}", headers=gw.auth(role="ops"))
+    assert resp.status == 200
+    assert (await resp.json())["to"] == "+86138****5678"
+    assert (await gw.message(message_id))["to"] == "+8613812345678"
+
+
+async def test_other_tenants_message_is_404(gw: Gateway) -> None:
+    """Another tenant's message id answers exactly like an id that does not exist."""
+    message_id = await gw.send(tenant="bank_a")
+    theirs = await gw.client.get(f"/v1/messages/{message_id}", headers=gw.auth("bank_b"))
+    missing = await gw.client.get("/v1/messages/01NOPE", headers=gw.auth("bank_b"))
+    assert theirs.status == missing.status == 404
+    a, b = await theirs.json(), await missing.json()
+    assert a["title"] == b["title"] and a["detail"] == b["detail"]
+
+
+async def test_other_tenants_templates_and_brands_are_invisible(gw: Gateway) -> None:
+    """A template or brand of another tenant is 404, absent from lists and unusable in sends."""
+    resp = await gw.client.put(
+        "/v1/templates/only_a", json=FUND_TEMPLATE, headers=gw.auth("bank_a")
+    )
+    assert resp.status == 200
+    assert (await gw.client.get("/v1/templates/only_a", headers=gw.auth("bank_b"))).status == 404
+    listing = await (await gw.client.get("/v1/templates", headers=gw.auth("bank_b"))).json()
+    assert "only_a" not in [t["template_id"] for t in listing["items"]]
+    resp = await gw.client.post(
+        "/v1/messages",
+        json={"to": "13812345678", "template_id": "only_a", "variables": {}},
+        headers=gw.auth("bank_b"),
+    )
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["loc"] == ["template_id"]
+    await gw.client.put(
+        "/v1/brands/secret",
+        json={"name": "A", "signature": "【A】"},
+        headers=gw.auth("bank_a"),
+    )
+    assert (await gw.client.get("/v1/brands/secret", headers=gw.auth("bank_b"))).status == 404
+
+
+async def test_keys_are_stored_hashed(gw: Gateway) -> None:
+    """No API key is stored in clear."""
+    path = gw.services.settings.sqlite_path
+    conn = sqlite3.connect(path)
+    stored = {row[0] for row in conn.execute("SELECT key_hash FROM api_keys")}
+    conn.close()
+    for keys in gw.keys.values():
+        assert keys["campaign_key"] not in stored and keys["ops_key"] not in stored
+        assert len(stored) == 4
+
+
+def test_tenant_create_cli(tmp_path: Path) -> None:
+    """``python -m gateway tenant create`` prints the contract's JSON; a duplicate fails."""
+    env = dict(os.environ, GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path / 'g.db'}",
+               GATEWAY_VAR_DIR=str(tmp_path))  # fmt: skip
+    cmd = [sys.executable, "-m", "gateway", "tenant", "create", "bank_x"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=True)
+    keys = json.loads(out.stdout)
+    assert keys["tenant_id"] == "bank_x"
+    assert keys["campaign_key"] != keys["ops_key"]
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode != 0 and "exists" in again.stderr
+    bad = subprocess.run(cmd[:-1] + ["Bad Id!"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0

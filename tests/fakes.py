@@ -1,0 +1,74 @@
+"""In-repo fakes of the gateway's ports, handed to ``create_app`` instead of monkeypatching."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from gateway.dispatch.ports import (
+    DeliveryReport,
+    InboundMessage,
+    RouteKind,
+    Submission,
+    SubmitOutcome,
+)
+from gateway.errors import ProviderError
+from providers import signing
+
+SECRET = b"test-secret"
+
+
+@dataclass
+class FakeProvider:
+    """A provider that records submissions; ``fail_next`` raises errors for the next batches."""
+
+    name: str
+    routes: frozenset[RouteKind] = frozenset({"sms"})
+    max_batch: int = 100
+    submitted: list[Submission] = field(default_factory=list)
+    callbacks: list[str] = field(default_factory=list)
+    fail_next: list[ProviderError] = field(default_factory=list)
+    reject: dict[str, ProviderError] = field(default_factory=dict)
+
+    async def submit(self, batch: Sequence[Submission], callback_url: str) -> list[SubmitOutcome]:
+        assert len(batch) <= self.max_batch
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+        self.callbacks.append(callback_url)
+        out = []
+        for s in batch:
+            if s.to in self.reject:
+                out.append(SubmitOutcome(s.message_id, error=self.reject[s.to]))
+            else:
+                self.submitted.append(s)
+                out.append(SubmitOutcome(s.message_id, provider_ref=f"{self.name}-{s.message_id}"))
+        return out
+
+    def verify(self, body: bytes, signature: str | None) -> bool:
+        return signing.verify(SECRET, body, signature)
+
+    def parse_reports(self, body: bytes) -> list[DeliveryReport]:
+        data = json.loads(body)
+        try:
+            return [
+                DeliveryReport(r["client_ref"], r["msg_id"], r["status"], r.get("done_at"))
+                for r in data["reports"]
+            ]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed: {exc}") from None
+
+    def parse_inbound(self, body: bytes) -> list[InboundMessage]:
+        data = json.loads(body)
+        return [InboundMessage(m["from"], m["text"]) for m in data["messages"]]
+
+    async def close(self) -> None:
+        pass
+
+
+def report_body(*reports: tuple[str, str, str]) -> tuple[bytes, str]:
+    """A signed fake delivery-report body from ``(message_id, provider_ref, status)`` tuples."""
+    body = json.dumps(
+        {"reports": [{"client_ref": m, "msg_id": r, "status": s} for m, r, s in reports]}
+    ).encode()
+    return body, signing.sign(SECRET, body)
