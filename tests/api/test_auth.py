@@ -106,5 +106,7 @@ def test_tenant_create_cli(tmp_path: Path) -> None:
     assert keys["campaign_key"] != keys["ops_key"]
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode != 0 and "exists" in again.stderr
-    bad = subprocess.run(cmd[:-1] + ["Bad Id!"], env=env, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [*cmd[:-1], "Bad Id!"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode != 0

@@ -33,9 +33,7 @@ def _locs(problem: dict[str, Any]) -> list[list[Any]]:
 
 async def test_malformed_json(gw: Gateway) -> None:
     """A body that is not JSON is a 400 naming the body."""
-    status, problem = await _post(
-        gw, b'{"to": "138', headers={"Content-Type": "application/json"}
-    )
+    status, problem = await _post(gw, b'{"to": "138', headers={"Content-Type": "application/json"})
     assert status == 400 and _locs(problem) == [["body"]]
 
 
@@ -97,7 +95,9 @@ async def test_oversized_body_is_413(gw: Gateway) -> None:
 
 async def test_wrong_content_type_is_415(gw: Gateway) -> None:
     """A form body is refused with 415."""
-    status, _ = await _post(gw, "to=138", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    status, _ = await _post(
+        gw, "to=138", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert status == 415
 
 

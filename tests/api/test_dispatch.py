@@ -1,0 +1,127 @@
+"""The outbox and the dispatcher: retries, failures, expiry, batching, restarts."""
+
+from __future__ import annotations
+
+from gateway.app import create_app
+from gateway.errors import PermanentProviderError, RetryableProviderError
+from gateway.keys import SERVICES
+from gateway.storage.sqlite import SqliteStore
+from tests.conftest import Gateway, GatewayFactory
+
+
+async def test_retryable_error_backs_off_then_succeeds(gw: Gateway) -> None:
+    """A 5xx-like failure schedules a retry with backoff; when due, the message goes through."""
+    gw.providers["cmcc"].fail_next = [RetryableProviderError("unavailable")]
+    message_id = await gw.send()
+    await gw.services.dispatcher.run_once()
+    msg = await gw.message(message_id)
+    assert msg["status"] == "accepted"
+    retry = msg["events"][-1]
+    assert retry["type"] == "retry" and retry["error"] == "unavailable" and retry["attempt"] == 1
+    assert await gw.services.dispatcher.run_once() == 0  # not due yet
+    gw.clock.advance(gw.services.settings.retry_base_s + 0.01)
+    assert await gw.services.dispatcher.run_once() == 1
+    msg = await gw.message(message_id)
+    assert msg["status"] == "submitted"
+    assert msg["events"][-1]["attempt"] == 2
+
+
+async def test_retry_after_is_a_floor(gw: Gateway) -> None:
+    """A provider's Retry-After delays the next attempt at least that long."""
+    gw.providers["cmcc"].fail_next = [RetryableProviderError("rate_limited", defer=30.0)]
+    await gw.send()
+    await gw.services.dispatcher.run_once()
+    gw.clock.advance(29)
+    assert await gw.services.dispatcher.run_once() == 0
+    gw.clock.advance(10)
+    assert await gw.services.dispatcher.run_once() == 1
+
+
+async def test_permanent_error_fails_the_message(gw: Gateway) -> None:
+    """A permanent refusal of the batch fails the message with the provider's reason."""
+    gw.providers["cmcc"].fail_next = [PermanentProviderError("http_400", "bad request")]
+    message_id = await gw.send()
+    await gw.services.dispatcher.run_once()
+    msg = await gw.message(message_id)
+    assert msg["status"] == "failed" and msg["reason"] == "http_400"
+    assert await gw.services.dispatcher.run_once() == 0
+
+
+async def test_per_message_rejection(gw: Gateway) -> None:
+    """One rejected number in a batch fails alone; the rest are submitted."""
+    gw.providers["cmcc"].reject["+8613800000000"] = PermanentProviderError("invalid_number")
+    bad = await gw.send(to="13800000000")
+    good = await gw.send(to="13812345678")
+    await gw.services.dispatcher.run_once()
+    assert (await gw.message(bad))["reason"] == "invalid_number"
+    assert (await gw.message(good))["status"] == "submitted"
+
+
+async def test_ttl_expires_a_message_that_cannot_go(gw: Gateway) -> None:
+    """A message still undelivered when its TTL runs out is expired, not sent late."""
+    gw.providers["cmcc"].fail_next = [RetryableProviderError("unavailable", defer=600)]
+    message_id = await gw.send(ttl_seconds=300)
+    await gw.services.dispatcher.run_once()
+    gw.clock.advance(301)
+    assert await gw.services.dispatcher.run_once() == 1
+    msg = await gw.message(message_id)
+    assert msg["status"] == "expired"
+    assert not gw.providers["cmcc"].submitted
+
+
+async def test_send_at_defers_dispatch(gw: Gateway) -> None:
+    """A send with ``send_at`` in the future waits for it."""
+    from gateway.clock import to_rfc3339
+
+    await gw.send(send_at=to_rfc3339(gw.clock.now() + 3600))
+    assert await gw.services.dispatcher.run_once() == 0
+    gw.clock.advance(3601)
+    assert await gw.services.dispatcher.run_once() == 1
+
+
+async def test_number_without_carrier_is_suppressed(gw: Gateway) -> None:
+    """A number no carrier of ours serves is suppressed with reason no_route."""
+    message_id = await gw.send(to="+14155550123")
+    await gw.services.dispatcher.run_once()
+    msg = await gw.message(message_id)
+    assert msg["status"] == "suppressed" and msg["reason"] == "no_route"
+
+
+async def test_carrier_from_number_and_batches(gw: Gateway) -> None:
+    """Each number goes to its own carrier, in batches no larger than the provider's."""
+    numbers = {"cmcc": "138", "cucc": "130", "ctcc": "189"}
+    for prefix in numbers.values():
+        for i in range(120):
+            await gw.send(to=f"{prefix}{i:08d}")
+    while await gw.services.dispatcher.run_once():
+        pass
+    for name, prefix in numbers.items():
+        subs = gw.providers[name].submitted
+        assert len(subs) == 120
+        assert all(s.to.startswith(f"+86{prefix}") for s in subs)
+        assert len(gw.providers[name].callbacks) == 2  # 100 + 20
+        assert gw.providers[name].callbacks[0].endswith(f"/callbacks/{name}/dlr")
+
+
+async def test_outbox_survives_a_restart(make_gateway: GatewayFactory, aiohttp_client) -> None:  # type: ignore[no-untyped-def]
+    """Messages accepted, or claimed but not recorded, before a crash are dispatched after it."""
+    gw = await make_gateway()
+    first = await gw.send()
+    second = await gw.send(to="13912345678")
+    store = gw.services.store
+    # the dispatcher claimed one and "crashed" before recording anything
+    claimed = await store.claim_due(gw.clock.now(), 1, gw.clock.now() + 60)
+    assert [q.id for q in claimed] == [first]
+    await gw.client.close()  # closes the app: store closed, nothing lost
+
+    settings = gw.services.settings
+    app = create_app(settings, store=SqliteStore(settings.sqlite_path), providers=gw.providers,
+                     clock=gw.clock)  # fmt: skip
+    client = await aiohttp_client(app)
+    services = app[SERVICES]
+    await services.dispatcher.start()  # releases the dead process's leases
+    await services.dispatcher.stop()
+    assert await services.dispatcher.run_once() == 2
+    sent = {s.message_id for s in gw.providers["cmcc"].submitted}
+    assert sent == {first, second}
+    await client.close()

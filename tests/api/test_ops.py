@@ -1,0 +1,86 @@
+"""Health, readiness, metrics and the generated OpenAPI document."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from gateway.errors import RetryableProviderError
+from gateway.logging import configure_logging
+from tests.conftest import Gateway, GatewayFactory
+
+
+async def test_healthz(gw: Gateway) -> None:
+    """Liveness needs no key."""
+    resp = await gw.client.get("/healthz")
+    assert resp.status == 200 and (await resp.json())["status"] == "ok"
+
+
+async def test_readyz_checks_database_and_dispatcher(make_gateway: GatewayFactory) -> None:
+    """Ready when the database answers and the dispatcher runs; 503 when it has stopped."""
+    gw = await make_gateway(dispatcher_enabled=True)
+    resp = await gw.client.get("/readyz")
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["checks"] == {"database": "ok", "dispatcher": "ok"}
+    await gw.services.dispatcher.stop()
+    resp = await gw.client.get("/readyz")
+    assert resp.status == 503 and resp.content_type == "application/problem+json"
+
+
+async def test_metrics_count_requests_and_messages(gw: Gateway) -> None:
+    """Prometheus text shows requests by route and status, and messages by status."""
+    await gw.send()
+    await gw.services.dispatcher.run_once()
+    text = await (await gw.client.get("/metrics")).text()
+    assert (
+        'gateway_http_requests_total{method="POST",route="/v1/messages",status="202"} 1.0' in text
+    )
+    assert 'gateway_messages_total{status="submitted"} 1.0' in text
+    assert "gateway_dispatch_seconds_bucket" in text
+
+
+async def test_request_id_is_echoed(gw: Gateway) -> None:
+    """Every answer carries the request id, the caller's if it sent one."""
+    resp = await gw.client.get("/healthz", headers={"X-Request-Id": "abc123"})
+    assert resp.headers["X-Request-Id"] == "abc123"
+    assert len((await gw.client.get("/healthz")).headers["X-Request-Id"]) == 32
+
+
+async def test_openapi_is_generated_from_models(gw: Gateway) -> None:
+    """/openapi.json lists the endpoints with the request models' own schemas."""
+    doc = await (await gw.client.get("/openapi.json")).json()
+    assert doc["openapi"].startswith("3.")
+    post = doc["paths"]["/v1/messages"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "SendRequest"
+    )
+    props = doc["components"]["schemas"]["SendRequest"]["properties"]
+    assert {
+        "to",
+        "template_id",
+        "variables",
+        "send_at",
+        "ttl_seconds",
+        "client_ref",
+        "route",
+    } <= set(props)
+    assert doc["components"]["schemas"]["SendRequest"]["additionalProperties"] is False
+    assert "/callbacks/{provider}/dlr" in doc["paths"]
+
+
+async def test_logs_mask_numbers(gw: Gateway) -> None:
+    """No log line carries a whole phone number."""
+    stream = io.StringIO()
+    configure_logging("info", json=True, stream=stream)
+    try:
+        await gw.client.get("/v1/messages/13812345678", headers=gw.auth())
+        gw.providers["cmcc"].fail_next = [RetryableProviderError("unavailable", "+8613812345678")]
+        await gw.send()
+        await gw.services.dispatcher.run_once()
+    finally:
+        configure_logging("warning", json=True)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert any(line["event"] == "request" for line in lines)
+    assert any(line["event"] == "dispatch_attempt" for line in lines)
+    assert "13812345678" not in stream.getvalue()
+    assert "138****5678" in stream.getvalue()

@@ -1,0 +1,89 @@
+"""Delivery reports in: signed, deduplicated, forward-only."""
+
+from __future__ import annotations
+
+from tests.conftest import Gateway
+from tests.fakes import report_body
+
+
+async def _sent(gw: Gateway) -> str:
+    message_id = await gw.send()
+    await gw.services.dispatcher.run_once()
+    return message_id
+
+
+async def _report(gw: Gateway, body: bytes, sig: str | None, provider: str = "cmcc") -> int:
+    headers = {"X-Signature": sig} if sig is not None else {}
+    resp = await gw.client.post(f"/callbacks/{provider}/dlr", data=body, headers=headers)
+    return resp.status
+
+
+async def test_forged_or_unsigned_report_is_401_and_changes_nothing(gw: Gateway) -> None:
+    """A report with a wrong or missing signature is refused and the message is untouched."""
+    message_id = await _sent(gw)
+    body, sig = report_body((message_id, f"cmcc-{message_id}", "delivered"))
+    assert await _report(gw, body, "0" * 64) == 401
+    assert await _report(gw, body, None) == 401
+    assert await _report(gw, body + b" ", sig) == 401  # body tampered after signing
+    msg = await gw.message(message_id)
+    assert msg["status"] == "submitted"
+    assert "delivered" not in [e["type"] for e in msg["events"]]
+
+
+async def test_duplicate_report_changes_nothing_twice(gw: Gateway) -> None:
+    """The same report twice gives one delivered event."""
+    message_id = await _sent(gw)
+    body, sig = report_body((message_id, f"cmcc-{message_id}", "delivered"))
+    for _ in range(3):
+        assert await _report(gw, body, sig) == 200
+    events = [e["type"] for e in (await gw.message(message_id))["events"]]
+    assert events.count("delivered") == 1
+
+
+async def test_out_of_order_report_never_moves_back(gw: Gateway) -> None:
+    """A failure report after delivered leaves it delivered."""
+    message_id = await _sent(gw)
+    ref = f"cmcc-{message_id}"
+    await _report(gw, *report_body((message_id, ref, "delivered")))
+    await _report(gw, *report_body((message_id, ref, "failed")))
+    msg = await gw.message(message_id)
+    assert msg["status"] == "delivered"
+    assert "failed" not in [e["type"] for e in msg["events"]]
+
+
+async def test_report_before_submission_is_recorded(gw: Gateway) -> None:
+    """A report that overtakes our own 'submitted' write is kept; 'submitted' does not undo it."""
+    message_id = await gw.send()
+    await _report(gw, *report_body((message_id, f"cmcc-{message_id}", "delivered")))
+    assert (await gw.message(message_id))["status"] == "delivered"
+    assert await gw.services.dispatcher.run_once() == 0  # the delivered message left the queue
+
+
+async def test_failed_report(gw: Gateway) -> None:
+    """A failure report fails the message with the provider's code."""
+    message_id = await _sent(gw)
+    body, sig = report_body((message_id, f"cmcc-{message_id}", "failed"))
+    assert await _report(gw, body, sig) == 200
+    assert (await gw.message(message_id))["status"] == "failed"
+
+
+async def test_malformed_signed_body_is_422(gw: Gateway) -> None:
+    """A correctly signed body that is not a report batch is a 4xx, not a 500."""
+    from providers import signing
+    from tests.fakes import SECRET
+
+    body = b'{"nope": 1}'
+    assert await _report(gw, body, signing.sign(SECRET, body)) == 422
+
+
+async def test_unknown_provider_is_404(gw: Gateway) -> None:
+    """Reports for a provider we do not have are 404."""
+    body, sig = report_body(("x", "y", "delivered"))
+    assert await _report(gw, body, sig, provider="nokia") == 404
+
+
+async def test_unknown_message_is_ignored(gw: Gateway) -> None:
+    """A report for a message we never sent is acknowledged and ignored."""
+    body, sig = report_body(("01UNKNOWN", "cmcc-x", "delivered"))
+    resp = await gw.client.post("/callbacks/cmcc/dlr", data=body, headers={"X-Signature": sig})
+    assert resp.status == 200 and (await resp.json())["applied"] == 0

@@ -1,0 +1,170 @@
+"""One behaviour, every store: the same suite runs against SQLite and the in-memory fake."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.dispatch.ports import DeliveryReport
+from gateway.domain.messages import (
+    Expired,
+    Failed,
+    IdempotencyRecord,
+    NewMessage,
+    Rendered,
+    Retry,
+    Submitted,
+    Suppressed,
+)
+from gateway.ids import new_id
+from gateway.storage.base import IdempotencyConflict, Store
+
+NOW = 1_795_000_000.0
+
+
+@pytest.fixture(name="db")
+async def _db(store: Store) -> AsyncIterator[Store]:
+    await store.open()
+    await store.create_tenant("t1", [("h1", "campaign"), ("h2", "ops")], NOW)
+    await store.create_tenant("t2", [("h3", "campaign")], NOW)
+    yield store
+    await store.close()
+
+
+def message(tenant: str = "t1", *, due: float = NOW, ttl: float = 3600) -> NewMessage:
+    return NewMessage(
+        id=new_id(), tenant_id=tenant, to="+8613812345678", category="transactional",
+        template_id="otp", template_version=1, rendered=Rendered("【银行】123456"),
+        created_at=NOW, due_at=due, expires_at=due + ttl, route_pref=("sms",),
+    )  # fmt: skip
+
+
+async def test_keys_resolve_to_tenant_and_role(db: Store) -> None:
+    """A key hash resolves to its tenant and role; unknown hashes to nothing."""
+    assert await db.find_key("h2") == ("t1", "ops")
+    assert await db.find_key("nope") is None
+
+
+async def test_template_versions_are_immutable(db: Store) -> None:
+    """Each put is a new version; old versions stay readable; latest is the default."""
+    v1 = await db.put_template("t1", "otp", {"a": 1}, NOW)
+    v2 = await db.put_template("t1", "otp", {"a": 2}, NOW)
+    assert (v1.version, v2.version) == (1, 2)
+    latest = await db.get_template("t1", "otp")
+    assert latest is not None and latest.body == {"a": 2}
+    old = await db.get_template("t1", "otp", 1)
+    assert old is not None and old.body == {"a": 1}
+    assert await db.get_template("t2", "otp") is None
+    assert [t.version for t in await db.list_templates("t1")] == [2]
+
+
+async def test_brands_upsert_per_tenant(db: Store) -> None:
+    """Brands replace on put and stay within their tenant."""
+    await db.put_brand("t1", "b", {"name": "x"}, NOW)
+    await db.put_brand("t1", "b", {"name": "y"}, NOW)
+    assert await db.get_brand("t1", "b") == {"name": "y"}
+    assert await db.get_brand("t2", "b") is None
+    assert await db.list_brands("t1") == [("b", {"name": "y"})]
+
+
+async def test_accept_and_read_within_tenant(db: Store) -> None:
+    """An accepted message reads back with its first event, for its own tenant only."""
+    m = message()
+    assert (await db.accept(m)).message_id == m.id
+    view = await db.get_message("t1", m.id)
+    assert view is not None and view.status == "accepted" and view.to == m.to
+    assert [e.type for e in view.events] == ["accepted"]
+    assert await db.get_message("t2", m.id) is None
+
+
+async def test_idempotency_replay_and_conflict(db: Store) -> None:
+    """The same key and hash replays the first message; another hash conflicts."""
+    m1, m2, m3 = message(), message(), message()
+    await db.accept(m1, IdempotencyRecord("t1", "k", "hash-a", m1.id, NOW))
+    replay = await db.accept(m2, IdempotencyRecord("t1", "k", "hash-a", m2.id, NOW))
+    assert replay.replayed and replay.message_id == m1.id
+    assert await db.get_message("t1", m2.id) is None
+    with pytest.raises(IdempotencyConflict):
+        await db.accept(m3, IdempotencyRecord("t1", "k", "hash-b", m3.id, NOW))
+    assert await db.get_message("t1", m3.id) is None
+
+
+async def test_concurrent_idempotent_accepts(db: Store) -> None:
+    """Concurrent accepts under one key store exactly one message."""
+    ms = [message() for _ in range(10)]
+    results = await asyncio.gather(
+        *(db.accept(m, IdempotencyRecord("t1", "c", "h", m.id, NOW)) for m in ms)
+    )
+    assert len({r.message_id for r in results}) == 1
+    assert len(await db.claim_due(NOW, 100, NOW + 60)) == 1
+
+
+async def test_claim_leases_and_releases(db: Store) -> None:
+    """A claim leases due messages once; released leases make them claimable again."""
+    due, later = message(), message(due=NOW + 100)
+    await db.accept(due)
+    await db.accept(later)
+    assert [q.id for q in await db.claim_due(NOW, 10, NOW + 60)] == [due.id]
+    assert await db.claim_due(NOW, 10, NOW + 60) == []
+    assert await db.next_due() == NOW + 60
+    assert await db.release_leases() == 1
+    assert [q.id for q in await db.claim_due(NOW, 10, NOW + 60)] == [due.id]
+    # the lease ran out at NOW + 60 (its holder died): both are due at NOW + 100
+    assert {q.id for q in await db.claim_due(NOW + 100, 10, NOW + 160)} == {due.id, later.id}
+
+
+async def test_outcomes_move_status_forward(db: Store) -> None:
+    """Submitted, retried, failed, expired and suppressed outcomes land as statuses and events."""
+    a, b, c, d, e = (message() for _ in range(5))
+    for m in (a, b, c, d, e):
+        await db.accept(m)
+    await db.claim_due(NOW, 10, NOW + 60)
+    await db.record_outcomes([
+        Submitted(a.id, "cmcc", "sms", "ref-a", NOW + 1, 1),
+        Retry(b.id, NOW + 30, NOW + 1, "cmcc", "unavailable", 1),
+        Failed(c.id, "invalid_number", NOW + 1, provider="cmcc", route="sms"),
+        Expired(d.id, NOW + 1),
+        Suppressed(e.id, "no_route", NOW + 1),
+    ])  # fmt: skip
+    statuses = {m.id: (await db.get_message("t1", m.id)).status for m in (a, b, c, d, e)}  # type: ignore[union-attr]
+    assert statuses == {a.id: "submitted", b.id: "accepted", c.id: "failed",
+                        d.id: "expired", e.id: "suppressed"}  # fmt: skip
+    va = await db.get_message("t1", a.id)
+    assert va is not None and (va.provider, va.route, va.provider_ref) == ("cmcc", "sms", "ref-a")
+    [retry] = await db.claim_due(NOW + 30, 10, NOW + 90)
+    assert retry.id == b.id and retry.attempts == 1
+    assert await db.next_due() == NOW + 90
+
+
+async def test_reports_dedupe_and_never_move_back(db: Store) -> None:
+    """A report applies once; a later contrary report changes nothing; unknown ids are ignored."""
+    m = message()
+    await db.accept(m)
+    await db.claim_due(NOW, 10, NOW + 60)
+    await db.record_outcomes([Submitted(m.id, "cmcc", "sms", "ref", NOW, 1)])
+    delivered = DeliveryReport(m.id, "ref", "delivered")
+    [first] = await db.apply_reports("cmcc", [delivered], NOW + 2)
+    [again] = await db.apply_reports("cmcc", [delivered], NOW + 3)
+    [late] = await db.apply_reports("cmcc", [DeliveryReport(m.id, "ref", "failed")], NOW + 4)
+    [unknown] = await db.apply_reports("cmcc", [DeliveryReport("nope", "x", "delivered")], NOW)
+    assert (first.applied, again.applied, late.applied, unknown.applied) == (
+        True,
+        False,
+        False,
+        False,
+    )
+    view = await db.get_message("t1", m.id)
+    assert view is not None and view.status == "delivered"
+    assert [e.type for e in view.events] == ["accepted", "submitted", "delivered"]
+
+
+async def test_idempotency_purge(db: Store) -> None:
+    """Keys older than the cut-off are purged; newer ones stay."""
+    m1, m2 = message(), message()
+    await db.accept(m1, IdempotencyRecord("t1", "old", "h", m1.id, NOW - 100))
+    await db.accept(m2, IdempotencyRecord("t1", "new", "h", m2.id, NOW))
+    assert await db.purge_idempotency(NOW - 50) == 1
+    assert await db.get_idempotency("t1", "old") is None
+    assert await db.get_idempotency("t1", "new") is not None
