@@ -1,0 +1,117 @@
+"""Templates are data: the sandbox refuses code, and variables are checked by type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cards.compiled import CompiledTemplate, RenderError, TemplateCheckFailed
+from cards.models import TemplateSpec, VariableSpec
+from cards.variables import check_variables
+
+SSTI_SOURCES = [
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ name.__class__ }}",
+    "{{ name|attr('__class__') }}",
+    "{{ request.application.__globals__ }}",
+    "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+    "{{ lipsum.__globals__ }}",
+    "{{ config.items() }}",
+    "{{ self._TemplateReference__context }}",
+    "{% set x = 1 %}",
+    "{% import 'os' as os %}",
+    "{% include '/etc/passwd' %}",
+    "{{ name['__class__'] }}",
+    "{{ 'a' * 100000000 }}",
+    "{{ 9 ** 999999 }}",
+    "{{ name|format(1) }}",
+    "{% for x in name %}{{ x.__class__ }}{% endfor %}",
+    "{{ name",
+]
+
+
+def _spec(title: str) -> TemplateSpec:
+    return TemplateSpec.model_validate({
+        "brand_id": "b", "category": "transactional",
+        "variables": {"name": {"type": "string"}},
+        "card": {"title": title}, "fallback_text": "hi {{ name }}",
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize("source", SSTI_SOURCES)
+def test_template_injection_is_refused_at_put(source: str) -> None:
+    """Templates that reach for Python internals, or cannot parse, never compile."""
+    with pytest.raises(TemplateCheckFailed) as err:
+        CompiledTemplate.build(_spec(source))
+    assert err.value.problems[0][0] == ("card", "title")
+
+
+@pytest.mark.parametrize(
+    "value", ["{{7*7}}", "{{ ''.__class__ }}", "{% for x in y %}", "${7*7}", "<script>"]
+)
+def test_injection_in_variables_renders_literally(value: str) -> None:
+    """A variable's value is data: it is never evaluated as a template."""
+    compiled = CompiledTemplate.build(_spec("{{ name }}"))
+    card = compiled.render_card({"name": value})
+    assert card is not None and card["title"] == value.strip()
+
+
+def test_undeclared_variable_is_named() -> None:
+    """A field using a variable the template does not declare is refused, naming both."""
+    with pytest.raises(TemplateCheckFailed) as err:
+        CompiledTemplate.build(_spec("{{ nmae }}"))
+    loc, msg = err.value.problems[0]
+    assert loc == ("card", "title") and "nmae" in msg
+
+
+def test_render_error_is_a_render_error() -> None:
+    """A failure while rendering is reported as RenderError with its field, not a crash."""
+    compiled = CompiledTemplate.build(_spec("{{ name.missing }}"))
+    with pytest.raises(RenderError) as err:
+        compiled.render_card({"name": "x"})
+    assert err.value.loc == ("card", "title")
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "ok", "coerced"),
+    [
+        ({"type": "string", "max_length": 3}, "abc", True, "abc"),
+        ({"type": "string", "max_length": 3}, "abcd", False, None),
+        ({"type": "string", "pattern": "[0-9]{6}"}, "123456", True, "123456"),
+        ({"type": "string", "pattern": "[0-9]{6}"}, "12345a", False, None),
+        ({"type": "integer"}, 5, True, 5),
+        ({"type": "integer"}, "42", True, 42),
+        ({"type": "integer"}, True, False, None),
+        ({"type": "integer"}, 1.5, False, None),
+        ({"type": "decimal"}, "1000.50", True, "1000.50"),
+        ({"type": "decimal"}, 12, True, "12"),
+        ({"type": "decimal"}, "NaN", False, None),
+        ({"type": "decimal"}, "lots", False, None),
+        ({"type": "date"}, "2026-11-23", True, "2026-11-23"),
+        ({"type": "date"}, "23/11/2026", False, None),
+        ({"type": "datetime"}, "2026-11-23T09:30:00+08:00", True, "2026-11-23T09:30:00+08:00"),
+        ({"type": "datetime"}, "2026-11-23T09:30:00", False, None),
+        ({"type": "enum", "choices": ["a", "b"]}, "a", True, "a"),
+        ({"type": "enum", "choices": ["a", "b"]}, "c", False, None),
+        ({"type": "string"}, {"x": 1}, False, None),
+    ],
+)
+def test_variable_types(spec: dict[str, Any], value: Any, ok: bool, coerced: Any) -> None:
+    """Each type accepts what it should, coerces it, and names what is wrong otherwise."""
+    context, errors = check_variables({"v": VariableSpec.model_validate(spec)}, {"v": value})
+    assert (not errors) is ok
+    if ok:
+        assert context["v"] == coerced
+    else:
+        assert errors[0][0] == "v"
+
+
+def test_required_and_optional_variables() -> None:
+    """A missing required variable is an error; a missing optional one renders empty."""
+    specs = {
+        "a": VariableSpec(type="string", required=True),
+        "b": VariableSpec(type="string", required=False),
+    }
+    context, errors = check_variables(specs, {})
+    assert errors == [("a", "is required")] and context["b"] == ""
