@@ -67,9 +67,7 @@ def start(cwd: Path, *, dispatch: bool) -> Gateway:
 
 
 def body_template() -> str:
-    return json.dumps(
-        {"to": "{to}", "template_id": "otp_login", "variables": {"code": "123456"}}
-    )
+    return json.dumps({"to": "{to}", "template_id": "otp_login", "variables": {"code": "123456"}})
 
 
 def headers(gw: Gateway) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -57,7 +58,7 @@ def _measure(
     measured = wrk.run(url, lua, opts.duration_s, start=MEASURED_START)
     wall = time.monotonic() - t0
     cpu = [
-        f"CPU during the measured run: "
+        "CPU during the measured run: "
         + ", ".join(
             f"pid {p}{' (server)' if p == pid else ' (child)'} "
             f"{100 * (procs.cpu_seconds(p) - cpu0[p]) / wall:.0f}% of one core"
@@ -68,7 +69,9 @@ def _measure(
     if spy is not None:
         profile.finish(spy)
         summary = profile.summarize(raw)
-    (opts.out_dir / f"wrk-{name}.txt").write_text(warm.raw + "\n---- measured ----\n" + measured.raw)
+    (opts.out_dir / f"wrk-{name}.txt").write_text(
+        warm.raw + "\n---- measured ----\n" + measured.raw
+    )
     return warm, measured, cpu, summary
 
 
@@ -92,7 +95,7 @@ def hello(opts: Options) -> Outcome:
         proc = procs.start(
             [sys.executable, "-m", "bench.hello", str(port)],
             cwd=ROOT,
-            env=_env(),
+            env=dict(os.environ),
             log=tmp / "hello.log",
         )
         try:
@@ -102,15 +105,13 @@ def hello(opts: Options) -> Outcome:
         finally:
             procs.stop(proc)
     return Outcome(
-        "hello", "A: hello world (GET /)", run, _wrk_facts(warm, run) + cpu, summary,
+        "hello",
+        "A: hello world (GET /)",
+        run,
+        _wrk_facts(warm, run) + cpu,
+        summary,
         ok=run.non_2xx == 0 and run.socket_error_total == 0,
     )
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
 
 
 def send(opts: Options, *, dispatch: bool) -> Outcome:
@@ -138,7 +139,9 @@ def send(opts: Options, *, dispatch: bool) -> Outcome:
         finally:
             t0 = time.monotonic()
             code = procs.stop(gw.proc, timeout_s=60)
-            facts.append(f"gateway stopped by SIGTERM in {time.monotonic() - t0:.1f} s, exit {code}")
+            facts.append(
+                f"gateway stopped by SIGTERM in {time.monotonic() - t0:.1f} s, exit {code}"
+            )
         ok = run.non_2xx == 0 and run.socket_error_total == 0 and code == 0
         ok = _count_facts(gw, warm, run, facts) and ok
         if code != 0:
@@ -149,17 +152,23 @@ def send(opts: Options, *, dispatch: bool) -> Outcome:
 def _drain_facts(gw: gateway.Gateway) -> list[str]:
     waited, counts, drained = gateway.wait_drained(gw.db, timeout_s=60)
     facts = [
-        (f"drained in {waited:.1f} s after the measured run" if drained
-         else f"NOT drained after {waited:.0f} s")
+        (
+            f"drained in {waited:.1f} s after the measured run"
+            if drained
+            else f"NOT drained after {waited:.0f} s"
+        )
         + f"; statuses {counts}"
     ]
     stats = gateway.mock_stats(gw)
     submitted = sum(s["submitted"] for s in stats.values())
     distinct = sum(s["distinct"] for s in stats.values())
-    per = ", ".join(f"{p} {s['submitted']}/{s['distinct']}" for p, s in stats.items() if s["submitted"])
+    per = ", ".join(
+        f"{p} {s['submitted']}/{s['distinct']}" for p, s in stats.items() if s["submitted"]
+    )
     facts.append(
         f"mock providers: submitted {submitted}, distinct {distinct}, "
-        f"gateway messages {sum(counts.values())} (per provider submitted/distinct: {per or 'none'})"
+        f"gateway messages {sum(counts.values())} "
+        f"(per provider submitted/distinct: {per or 'none'})"
     )
     return facts
 
@@ -175,8 +184,10 @@ def _count_facts(
     extra = rows - answered
     slack = 2 * wrk.CONNECTIONS
     verdict = (
-        "consistent" if 0 <= extra <= slack
-        else f"LOST {-extra} accepted messages" if extra < 0
+        "consistent"
+        if 0 <= extra <= slack
+        else f"LOST {-extra} accepted messages"
+        if extra < 0
         else f"{extra} more rows than 2xx, beyond the {slack} in-flight slack"
     )
     facts.append(

@@ -81,7 +81,9 @@ end
 """
 
 
-def script(method: str = "GET", body_template: str = "", headers: dict[str, str] | None = None) -> str:
+def script(
+    method: str = "GET", body_template: str = "", headers: dict[str, str] | None = None
+) -> str:
     """A wrk Lua script; for POST, ``{to}`` in ``body_template`` becomes a fresh number."""
     if method == "GET":
         return _COUNT_STATUSES
@@ -187,9 +189,7 @@ def run(url: str, lua: Path, duration_s: float, start: int = 0) -> WrkResult:
         "--",
         str(start),
     ]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=duration_s + 60, check=False
-    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr}{proc.stdout}")
     return parse(proc.stdout)
