@@ -1,4 +1,5 @@
-"""``python -m bench [--duration S] [--only hello,send,dispatch] [--profile]``."""
+"""``python -m bench [--duration S] [--only hello,send,dispatch] [--repeat N]
+[--profile] [--env K=V]``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,37 @@ def _only(text: str) -> list[str]:
     return names
 
 
+def _env_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.startswith("GATEWAY_"):
+        raise argparse.ArgumentTypeError("expected GATEWAY_NAME=value")
+    return key, value
+
+
+def _run(name: str, opts: scenarios.Options) -> scenarios.Outcome:
+    if name == "hello":
+        return scenarios.hello(opts)
+    return scenarios.send(opts, dispatch=name == "dispatch")
+
+
+def _median(done: list[scenarios.Outcome]) -> scenarios.Outcome:
+    """The round with the median req/s, its facts led by every round's numbers."""
+    if len(done) == 1:
+        return done[0]
+    chosen = sorted(done, key=lambda o: o.result.rps)[(len(done) - 1) // 2]
+    each = "; ".join(
+        f"{o.result.rps:,.0f} req/s p50 {o.result.p50_ms:.1f} p99 {o.result.p99_ms:.1f} ms"
+        for o in done
+    )
+    chosen.facts.insert(0, f"{len(done)} rounds (the median round is shown): {each}")
+    chosen.ok = all(o.ok for o in done)
+    if not chosen.ok:
+        chosen.facts += [
+            f"round {i + 1}: {f}" for i, o in enumerate(done) if not o.ok for f in o.facts
+        ]
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -31,23 +63,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="run py-spy on the server during measured runs"
     )
+    parser.add_argument(
+        "--env",
+        type=_env_pair,
+        action="append",
+        default=[],
+        metavar="GATEWAY_X=V",
+        help="extra setting for the gateway under test (repeatable), for experiments",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of all scenarios; the median is shown (1)"
+    )
     parser.add_argument("--out", type=Path, default=OUT_DIR / "latest.md", help="report file")
     args = parser.parse_args(argv)
-    if args.duration < 1 or args.warmup < 1:
-        parser.error("--duration and --warmup are whole seconds, at least 1")
+    if args.duration < 1 or args.warmup < 1 or args.repeat < 1:
+        parser.error("--duration and --warmup are whole seconds, at least 1; --repeat too")
 
     wrk.ensure_wrk()
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    opts = scenarios.Options(args.duration, args.warmup, out.parent, args.profile)
-    outcomes: list[scenarios.Outcome] = []
-    for name in SCENARIOS:
-        if name not in args.only:
-            continue
-        if name == "hello":
-            outcomes.append(scenarios.hello(opts))
-        else:
-            outcomes.append(scenarios.send(opts, dispatch=name == "dispatch"))
+    opts = scenarios.Options(
+        args.duration, args.warmup, out.parent, args.profile, gateway_env=dict(args.env)
+    )
+    rounds: dict[str, list[scenarios.Outcome]] = {n: [] for n in SCENARIOS if n in args.only}
+    for i in range(args.repeat):
+        if args.repeat > 1:
+            print(f"bench: round {i + 1} of {args.repeat}", file=sys.stderr)
+        for name, done in rounds.items():
+            done.append(_run(name, opts))
+    outcomes = [_median(done) for done in rounds.values()]
     text = report.render(outcomes, opts, argv)
     print(text)
     out.write_text(text + "\n")

@@ -40,8 +40,11 @@ class Gateway:
         return self.cwd / "var" / "gateway.db"
 
 
-def start(cwd: Path, *, dispatch: bool) -> Gateway:
-    """Starts ``python -m gateway serve --seed-demo`` in ``cwd`` and waits for /readyz."""
+def start(cwd: Path, *, dispatch: bool, extra_env: dict[str, str] | None = None) -> Gateway:
+    """Starts ``python -m gateway serve --seed-demo`` in ``cwd`` and waits for /readyz.
+
+    The gateway sees none of our ``GATEWAY_*`` variables, only its own and ``extra_env``.
+    """
     port, mock_port = procs.free_port(), procs.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(
@@ -50,6 +53,7 @@ def start(cwd: Path, *, dispatch: bool) -> Gateway:
         GATEWAY_DISPATCHER_ENABLED="true" if dispatch else "false",
         GATEWAY_LOG_LEVEL="warning",
     )
+    env.update(extra_env or {})
     cmd = [sys.executable, "-m", "gateway", "serve", "--seed-demo"]
     if dispatch:
         mock_config = cwd / "mock.toml"

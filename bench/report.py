@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import platform
 import sqlite3
+import subprocess
 import sys
 from datetime import UTC, datetime
 
 from bench import profile
-from bench.scenarios import Options, Outcome
+from bench.scenarios import ROOT, Options, Outcome
 from bench.wrk import CONNECTIONS, THREADS
 
 
@@ -29,16 +30,34 @@ def machine() -> list[str]:
     ]
 
 
+def revision() -> str:
+    """The code under test: ``git describe --always --dirty``, or ``unknown``."""
+    try:
+        proc = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except OSError:
+        return "unknown"
+    return proc.stdout.strip() or "unknown"
+
+
 def render(outcomes: list[Outcome], opts: Options, argv: list[str]) -> str:
     hello = next((o for o in outcomes if o.name == "hello"), None)
     lines = [
         "# Benchmark results",
         "",
         f"- run at {datetime.now(UTC).isoformat(timespec='seconds')}: "
-        f"`python -m bench {' '.join(argv)}`".rstrip(),
+        f"`{' '.join(['python -m bench', *argv])}`",
+        f"- code: git {revision()}",
         *machine(),
         f"- wrk -t {THREADS} -c {CONNECTIONS} --latency, {opts.warmup_s:.0f} s warm-up, "
         f"{opts.duration_s:.0f} s measured" + (", py-spy attached" if opts.profile else ""),
+        *([f"- gateway settings changed: {opts.gateway_env}"] if opts.gateway_env else []),
         "",
         "| scenario | req/s | p50 ms | p99 ms | non-2xx | ratio to hello world |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
