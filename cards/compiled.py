@@ -11,10 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2.environment import Template
-
 from cards.models import TemplateSpec
-from cards.sandbox import TemplateError, check, compile_field
+from cards.sandbox import Field, TemplateError, check, compile_field
 
 Loc = tuple[str | int, ...]
 _LITERAL_KEYS = frozenset({"type", "height"})
@@ -51,8 +49,8 @@ def _text_fields(value: Any, loc: Loc) -> list[tuple[Loc, str]]:
 class CompiledTemplate:
     spec: TemplateSpec
     card: dict[str, Any] | None
-    fallback: Template | str
-    fields: dict[Loc, Template]
+    fallback: Field | str
+    fields: dict[Loc, Field]
 
     @classmethod
     def build(cls, spec: TemplateSpec) -> CompiledTemplate:
@@ -62,7 +60,7 @@ class CompiledTemplate:
         if _is_template(spec.fallback_text):
             sources.append((("fallback_text",), spec.fallback_text))
         problems: list[tuple[Loc, str]] = []
-        fields: dict[Loc, Template] = {}
+        fields: dict[Loc, Field] = {}
         declared = set(spec.variables)
         for loc, source in sources:
             try:
@@ -104,7 +102,7 @@ class CompiledTemplate:
         return value
 
 
-def _render_one(template: Template, loc: Loc, context: Mapping[str, Any]) -> str:
+def _render_one(template: Field, loc: Loc, context: Mapping[str, Any]) -> str:
     try:
         return template.render(context).strip()
     except Exception as exc:  # a sandbox refusal or an undefined name: never a crash

@@ -9,11 +9,12 @@ tests, ``if`` and ``for``. Anything that could reach Python internals
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.environment import Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -128,8 +129,56 @@ def check(source: str) -> Checked:
     return Checked(source, frozenset(meta.find_undeclared_variables(tree)))
 
 
+class SimpleField:
+    """A field that is only literal text and bare ``{{ name }}`` substitutions.
+
+    Most card fields look like this; rendering them needs no Jinja context at
+    all (which costs more than the rendering), and with no attribute access,
+    filters or calls there is nothing for the sandbox to guard.
+    """
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: list[tuple[bool, str]]) -> None:
+        self.parts = parts  # (is_variable, literal text or variable name)
+
+    def render(self, context: Mapping[str, Any]) -> str:
+        out = []
+        for is_var, text in self.parts:
+            if not is_var:
+                out.append(text)
+                continue
+            try:
+                value = context[text]
+            except KeyError:
+                raise UndefinedError(f"{text!r} is undefined") from None
+            out.append(value if isinstance(value, str) else str(value))
+        return "".join(out)
+
+
+def _simple_parts(tree: nodes.Template) -> list[tuple[bool, str]] | None:
+    parts: list[tuple[bool, str]] = []
+    for node in tree.body:
+        if not isinstance(node, nodes.Output):
+            return None
+        for item in node.nodes:
+            if isinstance(item, nodes.TemplateData):
+                parts.append((False, item.data))
+            elif isinstance(item, nodes.Name) and item.ctx == "load":
+                parts.append((True, item.name))
+            else:
+                return None
+    return parts
+
+
+Field = Template | SimpleField
+
+
 @lru_cache(maxsize=8192)
-def compile_field(source: str) -> Template:
+def compile_field(source: str) -> Field:
     """Compiles a checked field once; templates are immutable per version, so this caches well."""
     check(source)
+    parts = _simple_parts(ENV.parse(source))
+    if parts is not None:
+        return SimpleField(parts)
     return ENV.from_string(source)

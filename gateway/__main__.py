@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import subprocess
@@ -50,6 +51,18 @@ def _start_mock_providers(settings: Settings) -> subprocess.Popen[bytes]:
     raise SystemExit("mock providers did not start within 15 s")
 
 
+async def _freeze_heap(_: web.Application) -> None:
+    """Startup objects live for the whole process: keep them out of every later collection.
+
+    Under load, full collections of the startup heap stalled the event loop for
+    20-45 ms about once a second; frozen, they cost nothing, and a larger young
+    generation makes the collections that remain rarer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+
+
 def serve(args: argparse.Namespace) -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -59,6 +72,7 @@ def serve(args: argparse.Namespace) -> None:
         app = create_app(settings)
         if args.seed_demo:
             app.on_startup.append(seed_demo_on_startup)
+        app.on_startup.append(_freeze_heap)
         web.run_app(
             app,
             host=settings.host,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -11,15 +12,20 @@ import structlog
 
 from gateway.domain.phones import mask_in_text
 
+_DIGITS = re.compile(r"\d{11}")
+
 
 def mask_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event.items():
-        if isinstance(value, str) and any(c.isdigit() for c in value):
+        if isinstance(value, str) and _DIGITS.search(value):
             event[key] = mask_in_text(value)
     return event
 
 
-def configure_logging(level: str = "info", json: bool = True, stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "info", json: bool = True, stream: TextIO | None = None, *, cache: bool = True
+) -> None:
+    """JSON lines to stdout; ``cache=False`` lets tests configure again after loggers were used."""
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -35,7 +41,7 @@ def configure_logging(level: str = "info", json: bool = True, stream: TextIO | N
             logging.getLevelNamesMapping()[level.upper()]
         ),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )
 
 

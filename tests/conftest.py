@@ -23,7 +23,7 @@ from gateway.storage.sqlite import SqliteStore
 from gateway.usecases.tenants import create_tenant
 from tests.fakes import FakeProvider
 
-configure_logging("warning", json=True)
+configure_logging("warning", json=True, cache=False)
 
 FUND_TEMPLATE: dict[str, Any] = {
     "brand_id": "icbc",

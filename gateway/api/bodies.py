@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, TypeVar
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -28,8 +28,8 @@ async def json_body(request: web.Request) -> Any:
     if not raw:
         raise MalformedBody.field(["body"], "request body is empty")
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise MalformedBody.field(["body"], f"not valid JSON: {exc}") from None
 
 

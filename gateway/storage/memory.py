@@ -134,9 +134,10 @@ class MemoryStore:
             self.idempotency[key] = idempotency
         m = message
         data = {"reason": m.reason} if m.reason else {}
-        self.messages[m.id] = _Message(
-            m, m.status, m.reason, m.created_at, events=[Event(m.status, m.created_at, data)]
-        )
+        events = [Event(Status.ACCEPTED, m.created_at)]
+        if m.status != Status.ACCEPTED:
+            events.append(Event(m.status, m.created_at, data))
+        self.messages[m.id] = _Message(m, m.status, m.reason, m.created_at, events=events)
         if m.status in (Status.ACCEPTED, Status.DEFERRED):
             self.queue[m.id] = _Queued(m.due_at)
         return AcceptResult(m.id)

@@ -54,7 +54,6 @@ MIGRATIONS: list[str] = [
         expires_at       REAL NOT NULL
     );
     CREATE INDEX messages_tenant ON messages (tenant_id, message_id);
-    CREATE INDEX messages_provider_ref ON messages (provider, provider_ref);
     CREATE TABLE events (
         seq         INTEGER PRIMARY KEY,
         message_id  TEXT NOT NULL,

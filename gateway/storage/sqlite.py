@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from gateway.dispatch.ports import DeliveryReport
 from gateway.domain.messages import (
@@ -39,7 +40,7 @@ from gateway.storage.writer import SqliteWriter, connect
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return orjson.dumps(value).decode()
 
 
 _MESSAGE_COLUMNS = (
@@ -231,7 +232,6 @@ class SqliteStore:
             m.created_at,
             m.expires_at,
         )
-        event_data = dumps({"reason": m.reason} if m.reason else {})
 
         def job(conn: sqlite3.Connection) -> AcceptResult:
             if idempotency is not None:
@@ -262,10 +262,10 @@ class SqliteStore:
                 " created_at, updated_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 row,
             )
-            conn.execute(
-                "INSERT INTO events (message_id, type, at, data) VALUES (?, ?, ?, ?)",
-                (m.id, m.status, m.created_at, event_data),
-            )
+            # Every message starts with an implicit "accepted" event at created_at (see
+            # get_message); only a message born in another status stores a first event.
+            if m.status != Status.ACCEPTED:
+                _event(conn, m.id, m.status, m.created_at, reason=m.reason)
             if m.status in (Status.ACCEPTED, Status.DEFERRED):
                 conn.execute(
                     "INSERT INTO dispatch_queue (message_id, due_at) VALUES (?, ?)",
@@ -273,7 +273,9 @@ class SqliteStore:
                 )
             return AcceptResult(m.id)
 
-        return await self.writer.run(job)
+        # Without an idempotency key nothing in the job can fail alone (ids are fresh), so it
+        # needs no savepoint of its own.
+        return await self.writer.run(job, savepoint=idempotency is not None)
 
     async def get_message(self, tenant_id: str, message_id: str) -> MessageView | None:
         row = await self._one(
@@ -303,7 +305,10 @@ class SqliteStore:
             created_at=row[14],
             updated_at=row[15],
             expires_at=row[16],
-            events=[Event(e[0], e[1], json.loads(e[2])) for e in events],
+            events=[
+                Event(Status.ACCEPTED, row[14]),
+                *(Event(e[0], e[1], json.loads(e[2])) for e in events),
+            ],
         )
 
     async def get_idempotency(self, tenant_id: str, key: str) -> IdempotencyRecord | None:

@@ -44,7 +44,7 @@ class SqliteWriter:
     def __init__(self, path: Path | str, *, checkpoint_interval_s: float = 1.0) -> None:
         self._conn = connect(path)
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
-        self._pending: list[tuple[Job, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Job, asyncio.Future[Any], bool]] = []
         self._wake = asyncio.Event()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
         self._task: asyncio.Task[None] | None = None
@@ -61,12 +61,17 @@ class SqliteWriter:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._flusher(), name="sqlite-writer")
 
-    async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        """Runs ``job`` in the next group commit; answers its result once durable."""
+    async def run(self, job: Callable[[sqlite3.Connection], T], *, savepoint: bool = True) -> T:
+        """Runs ``job`` in the next group commit; answers its result once durable.
+
+        A job runs in a savepoint of its own, so that if it raises, its writes
+        are undone and the rest of the batch commits; ``savepoint=False`` saves
+        that cost for jobs that cannot fail halfway.
+        """
         if self._closed:
             raise RuntimeError("writer is closed")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((job, fut))
+        self._pending.append((job, fut, savepoint))
         self._wake.set()
         return await fut
 
@@ -86,19 +91,25 @@ class SqliteWriter:
                 await loop.run_in_executor(self._thread, self._checkpoint)
 
     async def _commit_batch(
-        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Job, asyncio.Future[Any]]]
+        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Job, asyncio.Future[Any], bool]]
     ) -> None:
         conn = self._conn
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            for _, fut in batch:
+            for _, fut, _ in batch:
                 if not fut.done():
                     fut.set_exception(exc)
             return
-        for job, fut in batch:
+        for job, fut, savepoint in batch:
             if fut.cancelled():
+                continue
+            if not savepoint:
+                try:
+                    results.append((fut, job(conn), None))
+                except Exception as exc:
+                    results.append((fut, None, exc))
                 continue
             conn.execute("SAVEPOINT job")
             try:

@@ -72,11 +72,11 @@ def test_backoff_grows_with_jitter_and_cap() -> None:
 
 def test_ids_are_time_ordered_and_unique() -> None:
     """Ids sort in creation order, even within one millisecond, and carry their time."""
-    ids = [new_id(1_795_000_000_000) for _ in range(1000)]
+    ids = [new_id(4_000_000_000_000) for _ in range(1000)]
     assert ids == sorted(ids) and len(set(ids)) == 1000
-    assert id_time_ms(ids[0]) == 1_795_000_000_000
+    assert id_time_ms(ids[0]) == 4_000_000_000_000
     assert len(ids[0]) == 26
-    later = new_id(1_795_000_000_001)
+    later = new_id(4_000_000_000_001)
     assert later > ids[-1]
 
 
