@@ -7,12 +7,12 @@ or inject into the structure (no JSON is ever produced by Jinja).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from cards.models import TemplateSpec
-from cards.sandbox import Field, TemplateError, check, compile_field
+from cards.sandbox import ENV, Field, SimpleField, TemplateError, check, compile_field
 
 Loc = tuple[str | int, ...]
 _LITERAL_KEYS = frozenset({"type", "height"})
@@ -51,6 +51,7 @@ class CompiledTemplate:
     card: dict[str, Any] | None
     fallback: Field | str
     fields: dict[Loc, Field]
+    _card_plan: Plan | None
 
     @classmethod
     def build(cls, spec: TemplateSpec) -> CompiledTemplate:
@@ -76,35 +77,74 @@ class CompiledTemplate:
         if problems:
             raise TemplateCheckFailed(problems)
         fallback = fields.pop(("fallback_text",), None) or spec.fallback_text
-        return cls(spec, card, fallback, fields)
+        plan = _plan(card, ("card",), fields) if card is not None else None
+        return cls(spec, card, fallback, fields, plan)
 
     def render_card(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The card with every field rendered; literal parts are shared, never copied.
+
+        Callers treat the result as immutable (targets build their own payloads).
+        """
         if self.card is None:
             return None
-        return self._render(self.card, ("card",), context)
+        if self._card_plan is None:
+            return self.card
+        return cast(dict[str, Any], self._card_plan(_Context(context)))
 
     def render_fallback(self, context: Mapping[str, Any]) -> str:
         if isinstance(self.fallback, str):
             return self.fallback
-        return _render_one(self.fallback, ("fallback_text",), context)
-
-    def _render(self, value: Any, loc: Loc, context: Mapping[str, Any]) -> Any:
-        if isinstance(value, str):
-            template = self.fields.get(loc)
-            return value if template is None else _render_one(template, loc, context)
-        if isinstance(value, dict):
-            return {
-                k: v if k in _LITERAL_KEYS else self._render(v, (*loc, k), context)
-                for k, v in value.items()
-            }
-        if isinstance(value, list):
-            return [self._render(item, (*loc, i), context) for i, item in enumerate(value)]
-        return value
+        return _render_one(self.fallback, ("fallback_text",), _Context(context))
 
 
-def _render_one(template: Field, loc: Loc, context: Mapping[str, Any]) -> str:
+class _Context:
+    """The variables of one render, and the Jinja context built from them only if needed."""
+
+    __slots__ = ("_jinja", "vars")
+
+    def __init__(self, variables: Mapping[str, Any]) -> None:
+        self.vars = variables
+        self._jinja: Any = None
+
+    def jinja(self) -> Any:
+        # One shared context for every field of the render: our templates cannot assign,
+        # define blocks or macros, so rendering never writes to it.
+        if self._jinja is None:
+            self._jinja = ENV.context_class(ENV, dict(self.vars), None, {})
+        return self._jinja
+
+
+Plan = Callable[[_Context], Any]
+
+
+def _plan(value: Any, loc: Loc, fields: Mapping[Loc, Field]) -> Plan | None:
+    """A renderer for ``value``, or None when it has nothing to render (a constant)."""
+    if isinstance(value, str):
+        field = fields.get(loc)
+        if field is None:
+            return None
+        return lambda ctx: _render_one(field, loc, ctx)
+    if isinstance(value, dict):
+        parts = [
+            (k, None if k in _LITERAL_KEYS else _plan(v, (*loc, k), fields), v)
+            for k, v in value.items()
+        ]
+        if all(p is None for _, p, _ in parts):
+            return None
+        return lambda ctx: {k: v if p is None else p(ctx) for k, p, v in parts}
+    if isinstance(value, list):
+        items = [(_plan(v, (*loc, i), fields), v) for i, v in enumerate(value)]
+        if all(p is None for p, _ in items):
+            return None
+        return lambda ctx: [v if p is None else p(ctx) for p, v in items]
+    return None
+
+
+def _render_one(field: Field, loc: Loc, ctx: _Context) -> str:
     try:
-        return template.render(context).strip()
+        if isinstance(field, SimpleField):
+            return field.render(ctx.vars).strip()
+        return ENV.concat(field.root_render_func(ctx.jinja())).strip()  # type: ignore[attr-defined]
     except Exception as exc:  # a sandbox refusal or an undefined name: never a crash
         raise RenderError(loc, f"{type(exc).__name__}: {exc}") from None
 

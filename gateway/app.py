@@ -12,7 +12,7 @@ from aiohttp import web
 
 from gateway.api import callbacks, catalog, messages, ops
 from gateway.api.endpoints import register
-from gateway.api.middlewares import authenticate, observe
+from gateway.api.middlewares import observe
 from gateway.clock import Clock, SystemClock
 from gateway.dispatch.dispatcher import Dispatcher
 from gateway.dispatch.ports import Provider
@@ -64,9 +64,7 @@ def create_app(
         dispatcher=dispatcher,
     )
 
-    app = web.Application(
-        middlewares=[observe, authenticate], client_max_size=settings.max_body_bytes
-    )
+    app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
     app[SERVICES] = services
     register(app, messages.ENDPOINTS + catalog.ENDPOINTS + callbacks.ENDPOINTS + ops.ENDPOINTS)
 

@@ -27,13 +27,19 @@ PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Binds a request id, answers problems for every error, writes one line per request."""
+    """The one middleware: binds a request id, checks the key against the endpoint's roles,
+    answers problems for every error, and writes one canonical line per request."""
     services = request.app[SERVICES]
     request_id = request.headers.get("X-Request-Id") or f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
     try:
+        endpoint = endpoint_of(request)
+        if endpoint is not None and endpoint.roles is not None:
+            principal = await services.auth.authenticate(request.headers.get("Authorization"))
+            require_role(principal, endpoint.roles)
+            request[PRINCIPAL] = principal
         response = await handler(request)
     except GatewayError as exc:
         response = from_gateway_error(exc)
@@ -49,7 +55,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = resource.canonical if resource is not None else "unmatched"
     response.headers["X-Request-Id"] = request_id
     services.metrics.observe_request(request.method, route, response.status, elapsed)
-    principal = request.get(PRINCIPAL)
+    who = request.get(PRINCIPAL)
     log.info(
         "request",
         method=request.method,
@@ -57,19 +63,6 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         route=route,
         status=response.status,
         ms=round(elapsed * 1000, 2),
-        tenant=principal.tenant_id if principal else None,
+        tenant=who.tenant_id if who else None,
     )
     return response
-
-
-@web.middleware
-async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every endpoint that names roles needs a key of one of them."""
-    endpoint = endpoint_of(request)
-    if endpoint is not None and endpoint.roles is not None:
-        principal = await request.app[SERVICES].auth.authenticate(
-            request.headers.get("Authorization")
-        )
-        require_role(principal, endpoint.roles)
-        request[PRINCIPAL] = principal
-    return await handler(request)
