@@ -85,3 +85,50 @@ class Provider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewResult:
+    """A vendor's verdict on one template version (``template_ref`` as we submitted it)."""
+
+    template_ref: str
+    status: Literal["approved", "rejected"]
+    reason: str | None = None
+    review_id: str | None = None
+
+
+class CapabilityProvider(Protocol):
+    """A provider that can tell which numbers can show its rich messages."""
+
+    name: str
+    max_lookup: int
+
+    async def lookup_capability(self, numbers: Sequence[str]) -> dict[str, bool]:
+        """Whether each E.164 number can show this provider's rich route (up to ``max_lookup``).
+
+        Implementations may send the numbers hashed (SHA-256), as vendors ask for privacy;
+        the answer is keyed by the numbers as given. Raises ``RetryableProviderError`` or
+        ``PermanentProviderError`` like ``submit``.
+        """
+        ...
+
+
+class TemplateReviewer(Protocol):
+    """A provider that reviews each template version before it will render it."""
+
+    name: str
+
+    async def submit_review(
+        self,
+        template_ref: str,
+        category: str,
+        card: dict[str, Any],
+        sms_text: str,
+        callback_url: str,
+    ) -> str:
+        """Submits one version for review; answers the provider's review id."""
+        ...
+
+    def parse_reviews(self, body: bytes) -> list[ReviewResult]:
+        """Verdicts in a verified review callback body; ``ValueError`` if malformed."""
+        ...
