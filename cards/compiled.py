@@ -11,11 +11,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from cards.models import TemplateSpec
+from cards.models import TemplateSpec, kind_problems
 from cards.sandbox import ENV, Field, SimpleField, TemplateError, check, compile_field
 
 Loc = tuple[str | int, ...]
 _LITERAL_KEYS = frozenset({"type", "height"})
+# Names the gateway provides to every template: ``link`` is the message's first tracked link.
+BUILTINS = frozenset({"link"})
 
 
 class RenderError(ValueError):
@@ -52,6 +54,7 @@ class CompiledTemplate:
     fallback: Field | str
     fields: dict[Loc, Field]
     _card_plan: Plan | None
+    fallback_names: frozenset[str]
 
     @classmethod
     def build(cls, spec: TemplateSpec) -> CompiledTemplate:
@@ -60,7 +63,7 @@ class CompiledTemplate:
         sources = _text_fields(card, ("card",)) if card else []
         if _is_template(spec.fallback_text):
             sources.append((("fallback_text",), spec.fallback_text))
-        problems: list[tuple[Loc, str]] = []
+        problems: list[tuple[Loc, str]] = kind_problems(spec)
         fields: dict[Loc, Field] = {}
         declared = set(spec.variables)
         for loc, source in sources:
@@ -69,7 +72,7 @@ class CompiledTemplate:
             except TemplateError as exc:
                 problems.append((loc, str(exc)))
                 continue
-            undeclared = sorted(checked.names - declared)
+            undeclared = sorted(checked.names - declared - BUILTINS)
             if undeclared:
                 problems.append((loc, f"uses undeclared variable(s): {', '.join(undeclared)}"))
                 continue
@@ -77,8 +80,11 @@ class CompiledTemplate:
         if problems:
             raise TemplateCheckFailed(problems)
         fallback = fields.pop(("fallback_text",), None) or spec.fallback_text
+        fallback_names = (
+            check(spec.fallback_text).names if _is_template(spec.fallback_text) else frozenset()
+        )
         plan = _plan(card, ("card",), fields) if card is not None else None
-        return cls(spec, card, fallback, fields, plan)
+        return cls(spec, card, fallback, fields, plan, fallback_names)
 
     def render_card(self, context: Mapping[str, Any]) -> dict[str, Any] | None:
         """The card with every field rendered; literal parts are shared, never copied.

@@ -117,6 +117,29 @@ class Button(Strict):
     label: str = Field(min_length=1)
     action: Action
 
+    @field_validator("label")
+    @classmethod
+    def _label_limit(cls, value: str) -> str:
+        if not _is_template_text(value) and len(value) > MAX_LABEL:
+            raise ValueError(f"a button label is at most {MAX_LABEL} characters")
+        return value
+
+
+def _is_template_text(value: str) -> bool:
+    return "{{" in value or "{%" in value
+
+
+def _check_title(value: str) -> str:
+    if not _is_template_text(value) and len(value) > MAX_TITLE:
+        raise ValueError(f"a card title is at most {MAX_TITLE} characters")
+    return value
+
+
+def _check_buttons(buttons: list[Button]) -> list[Button]:
+    if len(buttons) > MAX_BUTTONS:
+        raise ValueError(f"a card has at most {MAX_BUTTONS} buttons")
+    return buttons
+
 
 class Media(Strict):
     url: str
@@ -144,6 +167,9 @@ class CardItem(Strict):
     media: Media | None = None
     buttons: list[Button] = Field(default_factory=list)
 
+    _title = field_validator("title")(classmethod(lambda cls, v: _check_title(v)))
+    _buttons = field_validator("buttons")(classmethod(lambda cls, v: _check_buttons(v)))
+
 
 class CardSpec(Strict):
     title: str = Field(min_length=1)
@@ -153,6 +179,9 @@ class CardSpec(Strict):
     items: list[CardItem] = Field(default_factory=list)
     buttons: list[Button] = Field(default_factory=list)
     code: str | None = Field(default=None, description="otp kind: the code shown on the card")
+
+    _title = field_validator("title")(classmethod(lambda cls, v: _check_title(v)))
+    _buttons = field_validator("buttons")(classmethod(lambda cls, v: _check_buttons(v)))
 
 
 Kind = Literal["standard", "carousel", "notice", "otp"]
@@ -185,3 +214,29 @@ class TemplateSpec(Strict):
 
 def template_dump(spec: TemplateSpec) -> dict[str, Any]:
     return spec.model_dump(mode="json", exclude_none=True)
+
+
+def kind_problems(spec: TemplateSpec) -> list[tuple[tuple[str | int, ...], str]]:
+    """What the template's kind needs of its card, as ``(loc, msg)`` pairs."""
+    card = spec.card
+    if card is None:  # an SMS-only template
+        return (
+            [] if spec.kind == "standard" else [(("card",), f"a {spec.kind} template needs a card")]
+        )
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    if spec.kind == "carousel":
+        if not MIN_CAROUSEL <= len(card.items) <= MAX_CAROUSEL:
+            problems.append(
+                (("card", "items"), f"a carousel has {MIN_CAROUSEL} to {MAX_CAROUSEL} cards")
+            )
+    elif card.items:
+        problems.append((("card", "items"), "only a carousel has items"))
+    if spec.kind == "notice" and not card.fields:
+        problems.append((("card", "fields"), "a notice shows at least one field"))
+    if (
+        spec.kind == "otp"
+        and card.code is None
+        and not any(b.action.type == "copy_code" for b in card.buttons)
+    ):
+        problems.append((("card", "code"), "an otp card shows a code or has a copy_code button"))
+    return problems

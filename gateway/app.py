@@ -60,7 +60,9 @@ def create_app(
         providers=provider_map,
         auth=Authenticator(store),
         catalog=catalog_,
-        sender=Sender(store, catalog_, clock, dispatcher.wake),
+        sender=Sender(
+            store, catalog_, clock, dispatcher.wake, link_base_url=settings.links_base_url
+        ),
         dispatcher=dispatcher,
     )
 

@@ -20,6 +20,10 @@ class Settings(BaseSettings):
         description="Base URL providers and phones reach us on; default http://host:port",
     )
 
+    link_base_url: str | None = Field(
+        default=None, description="Base of tracked links (/c/{token}); default the public URL"
+    )
+
     mock_host: str = "127.0.0.1"
     mock_port: int = 9090
     mock_config: Path | None = None
@@ -54,6 +58,10 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def links_base_url(self) -> str:
+        return (self.link_base_url or self.base_url).rstrip("/")
 
     @property
     def mock_base_url(self) -> str:

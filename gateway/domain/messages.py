@@ -53,13 +53,37 @@ class Category(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """What is handed to the provider: the SMS text and, for rich routes, a payload per route."""
+    """What a message keeps of its rendering: the SMS text, and the card (tracked links
+    in place) with the brand and kind, from which any rich route's payload is built."""
 
     text: str
-    payloads: dict[str, Any] = field(default_factory=dict)
+    card: dict[str, Any] | None = None
+    kind: str = "standard"
+    brand: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "payloads": self.payloads}
+        out: dict[str, Any] = {"text": self.text, "kind": self.kind, "brand": self.brand}
+        if self.card is not None:
+            out["card"] = self.card
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rendered:
+        return cls(data.get("text", ""), data.get("card"), data.get("kind", "standard"),
+                   data.get("brand", {}), data.get("error"))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A tracked link minted for one message: the token stands for ``url``."""
+
+    token: str
+    url: str
+    button: str
+    label: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +105,7 @@ class NewMessage:
     campaign_id: str | None = None
     status: str = Status.ACCEPTED
     reason: str | None = None
+    links: tuple[Link, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

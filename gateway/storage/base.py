@@ -46,6 +46,47 @@ class ReportResult:
     tenant_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LinkRecord:
+    token: str
+    tenant_id: str
+    message_id: str
+    button: str
+    label: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewState:
+    """One vendor's review of one template version.
+
+    ``state``: pending (to submit), submitted (waiting for the verdict), approved,
+    rejected, or not_applicable (the vendor cannot show this kind of card at all).
+    """
+
+    tenant_id: str
+    template_id: str
+    version: int
+    vendor: str
+    state: str
+    reason: str | None
+    review_id: str | None
+    attempts: int
+    next_at: float
+    updated_at: float
+
+    @property
+    def template_ref(self) -> str:
+        return f"{self.tenant_id}:{self.template_id}:v{self.version}"
+
+
+def parse_template_ref(ref: str) -> tuple[str, str, int] | None:
+    parts = ref.split(":")
+    if len(parts) != 3 or not parts[2].startswith("v") or not parts[2][1:].isdigit():
+        return None
+    return parts[0], parts[1], int(parts[2][1:])
+
+
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before with a different request body."""
 
@@ -77,12 +118,32 @@ class Store(Protocol):
 
     # templates: every put is a new immutable version
     async def put_template(
-        self, tenant_id: str, template_id: str, body: dict[str, Any], now: float
-    ) -> TemplateRecord: ...
+        self,
+        tenant_id: str,
+        template_id: str,
+        body: dict[str, Any],
+        now: float,
+        reviews: dict[str, str | None] | None = None,
+    ) -> TemplateRecord:
+        """Stores a new version and, in the same transaction, its vendors' review rows:
+        ``reviews`` maps vendor → None (to submit) or a reason it is not applicable."""
+        ...
+
     async def get_template(
         self, tenant_id: str, template_id: str, version: int | None = None
     ) -> TemplateRecord | None: ...
     async def list_templates(self, tenant_id: str) -> list[TemplateRecord]: ...
+
+    # vendors' reviews
+    async def reviews_for(
+        self, tenant_id: str, template_id: str, version: int
+    ) -> list[ReviewState]: ...
+    async def due_reviews(self, now: float, limit: int) -> list[ReviewState]: ...
+    async def update_review(self, review: ReviewState) -> None: ...
+    async def find_review(self, vendor: str, review_id: str) -> ReviewState | None: ...
+
+    # tracked links
+    async def find_link(self, token: str) -> LinkRecord | None: ...
 
     # messages
     async def accept(

@@ -17,7 +17,6 @@ from gateway.domain.messages import (
     NewMessage,
     Outcome,
     QueuedMessage,
-    Rendered,
     Retry,
     Status,
     Submitted,
@@ -28,7 +27,9 @@ from gateway.storage.base import (
     AcceptResult,
     DuplicateTenant,
     IdempotencyConflict,
+    LinkRecord,
     ReportResult,
+    ReviewState,
     TemplateRecord,
 )
 
@@ -62,6 +63,8 @@ class MemoryStore:
         self.queue: dict[str, _Queued] = {}
         self.idempotency: dict[tuple[str, str], IdempotencyRecord] = {}
         self.reports_seen: set[tuple[str, str, str]] = set()
+        self.reviews: dict[tuple[str, str, int, str], ReviewState] = {}
+        self.links: dict[str, LinkRecord] = {}
 
     async def open(self) -> None:
         pass
@@ -101,12 +104,48 @@ class MemoryStore:
         return sorted((b, copy.deepcopy(v)) for (t, b), v in self.brands.items() if t == tenant_id)
 
     async def put_template(
-        self, tenant_id: str, template_id: str, body: dict[str, Any], now: float
+        self,
+        tenant_id: str,
+        template_id: str,
+        body: dict[str, Any],
+        now: float,
+        reviews: dict[str, str | None] | None = None,
     ) -> TemplateRecord:
         versions = self.templates.setdefault((tenant_id, template_id), [])
         record = TemplateRecord(tenant_id, template_id, len(versions) + 1, copy.deepcopy(body), now)
         versions.append(record)
+        for vendor, reason in (reviews or {}).items():
+            state = "pending" if reason is None else "not_applicable"
+            self.reviews[(tenant_id, template_id, record.version, vendor)] = ReviewState(
+                tenant_id, template_id, record.version, vendor, state, reason, None, 0, 0.0, now
+            )
         return record
+
+    async def reviews_for(
+        self, tenant_id: str, template_id: str, version: int
+    ) -> list[ReviewState]:
+        return sorted(
+            (r for k, r in self.reviews.items() if k[:3] == (tenant_id, template_id, version)),
+            key=lambda r: r.vendor,
+        )
+
+    async def due_reviews(self, now: float, limit: int) -> list[ReviewState]:
+        due = [r for r in self.reviews.values() if r.state == "pending" and r.next_at <= now]
+        return sorted(due, key=lambda r: r.next_at)[:limit]
+
+    async def update_review(self, review: ReviewState) -> None:
+        key = (review.tenant_id, review.template_id, review.version, review.vendor)
+        if key in self.reviews:
+            self.reviews[key] = review
+
+    async def find_review(self, vendor: str, review_id: str) -> ReviewState | None:
+        for r in self.reviews.values():
+            if r.vendor == vendor and r.review_id == review_id:
+                return r
+        return None
+
+    async def find_link(self, token: str) -> LinkRecord | None:
+        return self.links.get(token)
 
     async def get_template(
         self, tenant_id: str, template_id: str, version: int | None = None
@@ -134,6 +173,8 @@ class MemoryStore:
             self.idempotency[key] = idempotency
         m = message
         data = {"reason": m.reason} if m.reason else {}
+        for k in m.links:
+            self.links[k.token] = LinkRecord(k.token, m.tenant_id, m.id, k.button, k.label, k.url)
         events = [Event(Status.ACCEPTED, m.created_at)]
         if m.status != Status.ACCEPTED:
             events.append(Event(m.status, m.created_at, data))
@@ -201,7 +242,7 @@ class MemoryStore:
                     tenant_id=n.tenant_id,
                     to=n.to,
                     category=n.category,
-                    rendered=Rendered(n.rendered.text, dict(n.rendered.payloads)),
+                    rendered=n.rendered,
                     route_pref=n.route_pref,
                     attempts=q.attempts,
                     expires_at=n.expires_at,

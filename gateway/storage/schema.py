@@ -85,6 +85,32 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX idempotency_created ON idempotency_keys (created_at);
     """,
+    # 2: tracked links, and vendors' reviews of template versions
+    """
+    CREATE TABLE links (
+        token       TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL,
+        message_id  TEXT NOT NULL,
+        button      TEXT NOT NULL,
+        label       TEXT NOT NULL,
+        url         TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX links_message ON links (message_id);
+    CREATE TABLE template_reviews (
+        tenant_id   TEXT NOT NULL,
+        template_id TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        vendor      TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        reason      TEXT,
+        review_id   TEXT,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        next_at     REAL NOT NULL DEFAULT 0,
+        updated_at  REAL NOT NULL,
+        PRIMARY KEY (tenant_id, template_id, version, vendor)
+    );
+    CREATE INDEX template_reviews_due ON template_reviews (state, next_at);
+    """,
 ]
 
 

@@ -32,7 +32,9 @@ from gateway.storage.base import (
     AcceptResult,
     DuplicateTenant,
     IdempotencyConflict,
+    LinkRecord,
     ReportResult,
+    ReviewState,
     TemplateRecord,
 )
 from gateway.storage.schema import migrate
@@ -43,6 +45,10 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+_REVIEW_COLUMNS = (
+    "tenant_id, template_id, version, vendor, state, reason, review_id, attempts, next_at,"
+    " updated_at"
+)
 _MESSAGE_COLUMNS = (
     "message_id, tenant_id, to_number, status, reason, route, provider, provider_ref, category,"
     " template_id, template_version, campaign_id, client_ref, rendered, created_at, updated_at,"
@@ -160,7 +166,12 @@ class SqliteStore:
 
     # templates ---------------------------------------------------------------------------
     async def put_template(
-        self, tenant_id: str, template_id: str, body: dict[str, Any], now: float
+        self,
+        tenant_id: str,
+        template_id: str,
+        body: dict[str, Any],
+        now: float,
+        reviews: dict[str, str | None] | None = None,
     ) -> TemplateRecord:
         text = dumps(body)
 
@@ -174,6 +185,22 @@ class SqliteStore:
                 "INSERT INTO templates (tenant_id, template_id, version, body, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (tenant_id, template_id, latest + 1, text, now),
+            )
+            conn.executemany(
+                "INSERT INTO template_reviews (tenant_id, template_id, version, vendor, state,"
+                " reason, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        tenant_id,
+                        template_id,
+                        latest + 1,
+                        vendor,
+                        "pending" if reason is None else "not_applicable",
+                        reason,
+                        now,
+                    )
+                    for vendor, reason in (reviews or {}).items()
+                ],
             )
             return int(latest) + 1
 
@@ -209,6 +236,62 @@ class SqliteStore:
             (tenant_id,),
         )
         return [TemplateRecord(tenant_id, r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    # vendors' reviews --------------------------------------------------------------------
+    async def reviews_for(
+        self, tenant_id: str, template_id: str, version: int
+    ) -> list[ReviewState]:
+        rows = await self._all(
+            f"SELECT {_REVIEW_COLUMNS} FROM template_reviews"
+            " WHERE tenant_id = ? AND template_id = ? AND version = ? ORDER BY vendor",
+            (tenant_id, template_id, version),
+        )
+        return [ReviewState(*r) for r in rows]
+
+    async def due_reviews(self, now: float, limit: int) -> list[ReviewState]:
+        rows = await self._all(
+            f"SELECT {_REVIEW_COLUMNS} FROM template_reviews"
+            " WHERE state = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?",
+            (now, limit),
+        )
+        return [ReviewState(*r) for r in rows]
+
+    async def update_review(self, review: ReviewState) -> None:
+        r = review
+        await self.writer.run(
+            lambda conn: conn.execute(
+                "UPDATE template_reviews SET state = ?, reason = ?, review_id = ?, attempts = ?,"
+                " next_at = ?, updated_at = ? WHERE tenant_id = ? AND template_id = ?"
+                " AND version = ? AND vendor = ?",
+                (
+                    r.state,
+                    r.reason,
+                    r.review_id,
+                    r.attempts,
+                    r.next_at,
+                    r.updated_at,
+                    r.tenant_id,
+                    r.template_id,
+                    r.version,
+                    r.vendor,
+                ),
+            )
+        )
+
+    async def find_review(self, vendor: str, review_id: str) -> ReviewState | None:
+        row = await self._one(
+            f"SELECT {_REVIEW_COLUMNS} FROM template_reviews WHERE vendor = ? AND review_id = ?",
+            (vendor, review_id),
+        )
+        return ReviewState(*row) if row else None
+
+    # tracked links -----------------------------------------------------------------------
+    async def find_link(self, token: str) -> LinkRecord | None:
+        row = await self._one(
+            "SELECT token, tenant_id, message_id, button, label, url FROM links WHERE token = ?",
+            (token,),
+        )
+        return LinkRecord(*row) if row else None
 
     # messages ----------------------------------------------------------------------------
     async def accept(
@@ -266,6 +349,12 @@ class SqliteStore:
             # get_message); only a message born in another status stores a first event.
             if m.status != Status.ACCEPTED:
                 _event(conn, m.id, m.status, m.created_at, reason=m.reason)
+            if m.links:
+                conn.executemany(
+                    "INSERT INTO links (token, tenant_id, message_id, button, label, url)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [(k.token, m.tenant_id, m.id, k.button, k.label, k.url) for k in m.links],
+                )
             if m.status in (Status.ACCEPTED, Status.DEFERRED):
                 conn.execute(
                     "INSERT INTO dispatch_queue (message_id, due_at) VALUES (?, ?)",
@@ -367,7 +456,7 @@ class SqliteStore:
                             tenant_id=r[1],
                             to=r[2],
                             category=r[3],
-                            rendered=Rendered(rendered["text"], rendered.get("payloads", {})),
+                            rendered=Rendered.from_dict(rendered),
                             route_pref=tuple(p for p in r[5].split(",") if p),
                             attempts=attempts[r[0]],
                             expires_at=r[6],

@@ -10,9 +10,11 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from cards.compiled import RenderError
+from cards.links import MessageLinks
+from cards.targets import render_message
 from cards.variables import check_variables
 from gateway.clock import Clock
-from gateway.domain.messages import IdempotencyRecord, NewMessage, Rendered, Status
+from gateway.domain.messages import IdempotencyRecord, Link, NewMessage, Rendered, Status
 from gateway.domain.phones import InvalidNumber, to_e164
 from gateway.domain.routing import preference
 from gateway.errors import Conflict, FieldError, InvalidInput
@@ -52,8 +54,15 @@ def request_hash(body: Any) -> str:
 
 class Sender:
     def __init__(
-        self, store: Store, catalog: Catalog, clock: Clock, on_accepted: Callable[[], None]
+        self,
+        store: Store,
+        catalog: Catalog,
+        clock: Clock,
+        on_accepted: Callable[[], None],
+        *,
+        link_base_url: str,
     ) -> None:
+        self._links = link_base_url
         self._store = store
         self._catalog = catalog
         self._clock = clock
@@ -90,18 +99,20 @@ class Sender:
                 [FieldError(("variables", n), m) for n, m in problems],
             )
         brand = await self._catalog.brand(tenant, spec.brand_id)
-        signature = brand.signature if brand else ""
+        brand_info = brand.model_dump(mode="json") if brand else {"name": "", "signature": ""}
 
         now = self._clock.now()
         due_at = max(now, req.send_at.timestamp()) if req.send_at else now
         status, reason = Status.ACCEPTED, None
+        links: tuple[Link, ...] = ()
         try:
-            card = loaded.compiled.render_card(context)
-            text = signature + loaded.compiled.render_fallback(context)
-            rendered = Rendered(text, {"card": card} if card is not None else {})
-        except RenderError as exc:
+            out = render_message(loaded.compiled, brand_info, context, MessageLinks(self._links))
+        except RenderError as exc:  # a failed message, never a crash
             status, reason = Status.FAILED, "render_error"
-            rendered = Rendered("", {"error": str(exc)})
+            rendered = Rendered("", None, spec.kind, brand_info, error=str(exc))
+        else:
+            rendered = Rendered(out.text, out.card, out.kind, out.brand)
+            links = tuple(Link(k.token, k.url, k.button, k.label) for k in out.links)
 
         routes = req.route if isinstance(req.route, list) else [req.route] if req.route else None
         message = NewMessage(
@@ -119,6 +130,7 @@ class Sender:
             client_ref=req.client_ref,
             status=status,
             reason=reason,
+            links=links,
         )
         idem = (
             IdempotencyRecord(tenant, idempotency_key, body_hash, message.id, now)

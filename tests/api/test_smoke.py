@@ -13,7 +13,7 @@ async def test_send_is_dispatched_and_delivered(gw: Gateway) -> None:
     assert await gw.services.dispatcher.run_once() == 1
     [sub] = gw.providers["cmcc"].submitted
     assert sub.message_id == message_id and sub.to == "+8613812345678"
-    assert sub.text == "【工商银行】张三，您的理财到期，金额1000.50元"
+    assert sub.text == "【工商银行】张三，您的理财到期，金额1000.50元 回T退订"
     body, sig = report_body((message_id, f"cmcc-{message_id}", "delivered"))
     resp = await gw.client.post("/callbacks/cmcc/dlr", data=body, headers={"X-Signature": sig})
     assert resp.status == 200

@@ -1,0 +1,91 @@
+"""Tracked links: every ``open_url`` action gets a short token that the gateway redirects.
+
+A token carries no destination (it is looked up server-side), so ``/c/{token}`` can
+never be an open redirect; ten base62 characters are 59 bits, unguessable, and keep
+SMS text short.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+TOKEN_LENGTH = 10
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def new_token() -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(TOKEN_LENGTH))
+
+
+def is_token(value: str) -> bool:
+    return len(value) == TOKEN_LENGTH and all(c in _ALPHABET for c in value)
+
+
+@dataclass(frozen=True, slots=True)
+class MintedLink:
+    token: str
+    url: str  # the destination, kept server-side
+    button: str  # which action: "buttons.0", "items.1.buttons.0", "sms"
+    label: str
+
+
+class LinkMinter(Protocol):
+    def mint(self, url: str, button: str, label: str) -> str:
+        """The tracked URL that stands for ``url`` in what the phone receives."""
+        ...
+
+
+class MessageLinks:
+    """Mints real tokens for one message; the send stores ``links`` with the message."""
+
+    def __init__(self, base_url: str) -> None:
+        self._prefix = base_url.rstrip("/") + "/c/"
+        self.links: list[MintedLink] = []
+
+    def mint(self, url: str, button: str, label: str) -> str:
+        token = new_token()
+        self.links.append(MintedLink(token, url, button, label))
+        return self._prefix + token
+
+
+class PreviewLinks:
+    """Stands in tokens of the real length, so a preview counts SMS segments truly."""
+
+    def __init__(self, base_url: str) -> None:
+        self._prefix = base_url.rstrip("/") + "/c/"
+        self.links: list[MintedLink] = []
+
+    def mint(self, url: str, button: str, label: str) -> str:
+        token = f"preview{len(self.links):03d}"[:TOKEN_LENGTH]
+        self.links.append(MintedLink(token, url, button, label))
+        return self._prefix + token
+
+
+def track_card(card: dict[str, Any], minter: LinkMinter) -> tuple[dict[str, Any], str | None]:
+    """A copy of ``card`` whose ``open_url`` actions point at tracked links; and the first one."""
+    first: list[str] = []
+
+    def buttons(items: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+        out = []
+        for i, b in enumerate(items):
+            action = b["action"]
+            if action["type"] == "open_url":
+                tracked = minter.mint(action["url"], f"{prefix}buttons.{i}", b["label"])
+                first.append(tracked)
+                b = {**b, "action": {**action, "url": tracked}}
+            out.append(b)
+        return out
+
+    tracked = dict(card)
+    if card.get("buttons"):
+        tracked["buttons"] = buttons(card["buttons"], "")
+    if card.get("items"):
+        tracked["items"] = [
+            {**item, "buttons": buttons(item.get("buttons", []), f"items.{n}.")}
+            if item.get("buttons")
+            else item
+            for n, item in enumerate(card["items"])
+        ]
+    return tracked, (first[0] if first else None)

@@ -1,0 +1,45 @@
+"""The plain-SMS face of a card: signature first, a tracked link, an opt-out line, segments.
+
+Encoding and length follow 3GPP TS 23.038: text the GSM 03.38 alphabet can carry is
+GSM-7 (160 septets in one SMS, 153 per part when concatenated; characters of the
+extension table take two septets), anything else is UCS-2 (70 UTF-16 units, 67 per
+part). The codec is the maintained ``gsm0338`` package, not a hand-made table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gsm0338  # noqa: F401  (registers the "gsm03.38" codec)
+
+OPT_OUT_LINE = "回T退订"
+OPT_OUT_HINTS = ("回T退订", "退订", "拒收请回复R", "回R拒收")
+
+
+@dataclass(frozen=True, slots=True)
+class SmsLength:
+    encoding: str  # "GSM-7" or "UCS-2"
+    units: int  # septets or UTF-16 code units
+    segments: int
+
+
+def compose(
+    signature: str, text: str, *, marketing: bool, link: str | None, link_in_text: bool
+) -> str:
+    """The SMS text: the bank's signature, the text, the link if the text left it out,
+    and for marketing an opt-out line unless the text already has one."""
+    body = text.strip()
+    if link and not link_in_text:
+        body = f"{body} 详情 {link}"
+    if marketing and not any(hint in body for hint in OPT_OUT_HINTS):
+        body = f"{body} {OPT_OUT_LINE}"
+    return f"{signature}{body}"
+
+
+def length(text: str) -> SmsLength:
+    try:
+        units = len(text.encode("gsm03.38"))
+    except UnicodeEncodeError:
+        units = len(text.encode("utf-16-le")) // 2
+        return SmsLength("UCS-2", units, 1 if units <= 70 else -(-units // 67))
+    return SmsLength("GSM-7", units, 1 if units <= 160 else -(-units // 153))
