@@ -50,8 +50,11 @@ def _suggestion(button: dict[str, Any], index: str) -> dict[str, Any]:
                 location["label"] = action["label"][:100]
         body["mapAction"] = {"showLocation": {"location": location}}
     elif kind == "calendar":
-        event = {"startTime": action["start"], "endTime": action["end"],
-                 "title": action["title"][:100]}  # fmt: skip
+        event = {
+            "startTime": action["start"],
+            "endTime": action["end"],
+            "title": action["title"][:100],
+        }
         if action.get("description"):
             event["description"] = action["description"][:500]
         body["calendarAction"] = {"createCalendarEvent": event}

@@ -113,8 +113,13 @@ def route_payload(
 
 def all_targets(message: RenderedMessage) -> dict[str, Any]:
     """Every target at once, as the preview shows them."""
-    out: dict[str, Any] = {"sms": {"text": message.text, "encoding": message.sms.encoding,
-                                   "segments": message.sms.segments}}  # fmt: skip
+    out: dict[str, Any] = {
+        "sms": {
+            "text": message.text,
+            "encoding": message.sms.encoding,
+            "segments": message.sms.segments,
+        }
+    }
     if message.card is None:
         return out
     out["card"] = message.card

@@ -148,10 +148,13 @@ def _xiaomi(cards: list[dict[str, Any]], kind: str, brand: dict[str, Any]) -> di
                 [body["text"], *(f"{f['label']}: {f['value']}" for f in c["fields"])]
             ).strip()
         actions = [
-            {"name": b["label"], "kind": kinds[b["action"]["type"]][0],
-             "value": b["action"][kinds[b["action"]["type"]][1]]}
+            {
+                "name": b["label"],
+                "kind": kinds[b["action"]["type"]][0],
+                "value": b["action"][kinds[b["action"]["type"]][1]],
+            }
             for b in c["buttons"]
-        ]  # fmt: skip
+        ]
         return {"body": body, "actions": actions}
 
     return {
@@ -202,8 +205,12 @@ def _vivo(cards: list[dict[str, Any]], kind: str, brand: dict[str, Any]) -> dict
 
 
 def _honor(cards: list[dict[str, Any]], kind: str, brand: dict[str, Any]) -> dict[str, Any]:
-    types = {"open_url": ("url", "url"), "dial": ("tel", "number"), "copy_code": ("copy", "code"),
-             "reply": ("reply", "text")}  # fmt: skip
+    types = {
+        "open_url": ("url", "url"),
+        "dial": ("tel", "number"),
+        "copy_code": ("copy", "code"),
+        "reply": ("reply", "text"),
+    }
 
     def button(a: dict[str, Any], label: str) -> dict[str, Any]:
         if a["type"] == "map":
@@ -234,8 +241,12 @@ def _honor(cards: list[dict[str, Any]], kind: str, brand: dict[str, Any]) -> dic
 
 
 _BUILDERS: dict[str, Callable[[list[dict[str, Any]], str, dict[str, Any]], dict[str, Any]]] = {
-    "huawei": _huawei, "xiaomi": _xiaomi, "oppo": _oppo, "vivo": _vivo, "honor": _honor,
-}  # fmt: skip
+    "huawei": _huawei,
+    "xiaomi": _xiaomi,
+    "oppo": _oppo,
+    "vivo": _vivo,
+    "honor": _honor,
+}
 
 
 @dataclass(frozen=True, slots=True)

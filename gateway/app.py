@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 from aiohttp import web
@@ -15,8 +16,9 @@ from gateway.api.endpoints import register
 from gateway.api.middlewares import observe
 from gateway.clock import Clock, SystemClock
 from gateway.dispatch.dispatcher import Dispatcher
-from gateway.dispatch.ports import Provider
-from gateway.domain.routing import CARRIERS
+from gateway.dispatch.ports import Provider, TemplateReviewer
+from gateway.dispatch.reviews import ReviewSubmitter
+from gateway.domain.routing import CARRIERS, VENDORS
 from gateway.keys import SERVICES
 from gateway.logging import get_logger
 from gateway.metrics import Metrics
@@ -29,6 +31,7 @@ from gateway.usecases.sending import Sender
 from gateway.usecases.tenants import Authenticator
 from providers import signing
 from providers.carriers import HttpCarrier
+from providers.vendors import HttpVendor
 
 log = get_logger("gateway.app")
 
@@ -51,7 +54,15 @@ def create_app(
     owned_providers = providers is None
     provider_map: dict[str, Provider] = {} if providers is None else providers
     dispatcher = Dispatcher(store, provider_map, clock, settings, metrics)
-    catalog_ = Catalog(store, clock)
+    reviewer_names = (
+        VENDORS
+        if owned_providers
+        else tuple(n for n, p in provider_map.items() if hasattr(p, "submit_review"))
+    )
+    reviewers: dict[str, TemplateReviewer] = {}
+    catalog_ = Catalog(store, clock, reviewers=reviewer_names)
+    review_submitter = ReviewSubmitter(store, catalog_, reviewers, clock, settings.base_url)
+    catalog_.on_review_needed = review_submitter.wake
     services = Services(
         settings=settings,
         store=store,
@@ -64,6 +75,7 @@ def create_app(
             store, catalog_, clock, dispatcher.wake, link_base_url=settings.links_base_url
         ),
         dispatcher=dispatcher,
+        reviews=review_submitter,
     )
 
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
@@ -92,16 +104,29 @@ def create_app(
                 session,
                 timeout_s=settings.provider_timeout_s,
             )
+        for name in VENDORS:
+            provider_map[name] = HttpVendor(
+                name,
+                settings.mock_base_url,
+                signing.provider_secret(master, name),
+                session,
+                timeout_s=settings.provider_timeout_s,
+            )
         yield
         for provider in provider_map.values():
             await provider.close()
         await session.close()
 
     async def dispatching(_: web.Application) -> AsyncIterator[None]:
+        reviewers.update(
+            {n: cast(TemplateReviewer, p) for n, p in provider_map.items() if n in reviewer_names}
+        )
         if settings.dispatcher_enabled:
             await dispatcher.start()
+            await review_submitter.start()
         yield
         if settings.dispatcher_enabled:
+            await review_submitter.stop()
             await dispatcher.stop(settings.drain_timeout_s)
 
     async def housekeeping(_: web.Application) -> AsyncIterator[None]:

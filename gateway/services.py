@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from gateway.clock import Clock
 from gateway.dispatch.dispatcher import Dispatcher
 from gateway.dispatch.ports import Provider
+from gateway.dispatch.reviews import ReviewSubmitter
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.storage.base import Store
@@ -27,4 +28,5 @@ class Services:
     catalog: Catalog
     sender: Sender
     dispatcher: Dispatcher
+    reviews: ReviewSubmitter
     draining: bool = field(default=False)

@@ -21,7 +21,7 @@ from gateway.storage.base import Store
 from gateway.storage.memory import MemoryStore
 from gateway.storage.sqlite import SqliteStore
 from gateway.usecases.tenants import create_tenant
-from tests.fakes import FakeProvider
+from tests.fakes import FakeProvider, FakeVendor
 
 configure_logging("warning", json=True, cache=False)
 
@@ -60,7 +60,9 @@ def _clock() -> FrozenClock:
 
 @pytest.fixture(name="providers")
 def _providers() -> dict[str, FakeProvider]:
-    return {name: FakeProvider(name) for name in ("cmcc", "cucc", "ctcc")}
+    carriers = {name: FakeProvider(name) for name in ("cmcc", "cucc", "ctcc")}
+    vendors = {name: FakeVendor(name) for name in ("huawei", "xiaomi", "oppo", "vivo", "honor")}
+    return carriers | vendors
 
 
 @pytest.fixture(name="store", params=["sqlite", "memory"])
@@ -112,7 +114,7 @@ async def _make_gateway(
     async def make(store: Store | None = None, **overrides: Any) -> Gateway:
         s = settings.model_copy(update=overrides) if overrides else settings
         app: web.Application = create_app(
-            s, store=store or SqliteStore(s.sqlite_path), providers=dict(providers), clock=clock
+            s, store=store or SqliteStore(s.sqlite_path), providers=providers, clock=clock
         )
         client = await aiohttp_client(app)
         services = app[SERVICES]

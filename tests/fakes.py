@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.dispatch.ports import (
     DeliveryReport,
     InboundMessage,
+    ReviewResult,
     RouteKind,
     Submission,
     SubmitOutcome,
@@ -70,5 +72,62 @@ def report_body(*reports: tuple[str, str, str]) -> tuple[bytes, str]:
     """A signed fake delivery-report body from ``(message_id, provider_ref, status)`` tuples."""
     body = json.dumps(
         {"reports": [{"client_ref": m, "msg_id": r, "status": s} for m, r, s in reports]}
+    ).encode()
+    return body, signing.sign(SECRET, body)
+
+
+@dataclass
+class FakeVendor(FakeProvider):
+    """A handset vendor: card messages, capability lookups and template review."""
+
+    routes: frozenset[RouteKind] = frozenset({"vendor_card"})
+    max_lookup: int = 10_000
+    capable: set[str] = field(default_factory=set)
+    review_requests: list[dict[str, Any]] = field(default_factory=list)
+    review_fail_next: list[ProviderError] = field(default_factory=list)
+
+    async def lookup_capability(self, numbers: Sequence[str]) -> dict[str, bool]:
+        return {n: n in self.capable for n in numbers}
+
+    async def submit_review(
+        self,
+        template_ref: str,
+        category: str,
+        card: dict[str, Any],
+        sms_text: str,
+        callback_url: str,
+    ) -> str:
+        if self.review_fail_next:
+            raise self.review_fail_next.pop(0)
+        review_id = f"{self.name}-r{len(self.review_requests) + 1}"
+        self.review_requests.append(
+            {
+                "review_id": review_id,
+                "template_ref": template_ref,
+                "category": category,
+                "card": card,
+                "sms_text": sms_text,
+                "callback_url": callback_url,
+            }
+        )
+        return review_id
+
+    def parse_reviews(self, body: bytes) -> list[ReviewResult]:
+        data = json.loads(body)
+        return [
+            ReviewResult(r["template_ref"], r["status"], r.get("reason"), r.get("review_id"))
+            for r in data["reviews"]
+        ]
+
+
+def review_body(*verdicts: tuple[str, str, str, str | None]) -> tuple[bytes, str]:
+    """A signed verdict batch from ``(review_id, template_ref, status, reason)`` tuples."""
+    body = json.dumps(
+        {
+            "reviews": [
+                {"review_id": i, "template_ref": ref, "status": s, "reason": r}
+                for i, ref, s, r in verdicts
+            ]
+        }
     ).encode()
     return body, signing.sign(SECRET, body)

@@ -7,7 +7,7 @@ from aiohttp import web
 from gateway.api.endpoints import Endpoint
 from gateway.api.json import respond
 from gateway.keys import SERVICES
-from gateway.usecases.reports import receive_reports
+from gateway.usecases.reports import receive_reports, receive_reviews
 
 
 async def delivery_reports(request: web.Request) -> web.Response:
@@ -26,12 +26,34 @@ async def delivery_reports(request: web.Request) -> web.Response:
     return respond({"received": len(results), "applied": applied})
 
 
+async def reviews(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    applied = await receive_reviews(
+        services.store,
+        services.providers,
+        services.catalog,
+        services.clock,
+        request.match_info["provider"],
+        await request.read(),
+        request.headers.get("X-Signature"),
+    )
+    return respond({"applied": applied})
+
+
 ENDPOINTS = [
     Endpoint(
         "POST",
         "/callbacks/{provider}/dlr",
         delivery_reports,
         "Delivery reports from a provider, signed (X-Signature: HMAC-SHA256 of the body)",
+        None,
+        tag="callbacks",
+    ),
+    Endpoint(
+        "POST",
+        "/callbacks/{provider}/review",
+        reviews,
+        "Template review verdicts from a handset vendor, signed",
         None,
         tag="callbacks",
     ),

@@ -7,14 +7,16 @@ from typing import Any
 from aiohttp import web
 
 from cards.models import TemplateSpec
-from gateway.api.bodies import json_body, path_id
+from gateway.api.bodies import json_body, parse, path_id
 from gateway.api.endpoints import READ, WRITE, Endpoint
 from gateway.api.json import respond
 from gateway.api.middlewares import PRINCIPAL
 from gateway.clock import to_rfc3339
 from gateway.errors import InvalidInput, NotFound
 from gateway.keys import SERVICES
+from gateway.storage.base import ReviewState
 from gateway.usecases.catalog import Brand, LoadedTemplate
+from gateway.usecases.preview import PreviewRequest, preview
 
 
 async def put_brand(request: web.Request) -> web.Response:
@@ -45,7 +47,7 @@ async def put_template(request: web.Request) -> web.Response:
     template_id = path_id(request, "template_id")
     body = await _object(request)
     loaded = await services.catalog.put_template(request[PRINCIPAL].tenant_id, template_id, body)
-    return respond(template_json(loaded))
+    return respond(template_json(loaded, await services.catalog.reviews(loaded)))
 
 
 async def get_template(request: web.Request) -> web.Response:
@@ -59,7 +61,7 @@ async def get_template(request: web.Request) -> web.Response:
     )
     if loaded is None:
         raise NotFound(f"no template {template_id!r}")
-    return respond(template_json(loaded))
+    return respond(template_json(loaded, await services.catalog.reviews(loaded)))
 
 
 async def list_templates(request: web.Request) -> web.Response:
@@ -68,13 +70,36 @@ async def list_templates(request: web.Request) -> web.Response:
     return respond({"items": [template_json(t) for t in loaded]})
 
 
-def template_json(loaded: LoadedTemplate) -> dict[str, Any]:
-    return {
+def template_json(
+    loaded: LoadedTemplate, reviews: list[ReviewState] | None = None
+) -> dict[str, Any]:
+    out = {
         "template_id": loaded.record.template_id,
         "version": loaded.record.version,
         "created_at": to_rfc3339(loaded.record.created_at),
         **loaded.record.body,
     }
+    if reviews is not None:
+        out["reviews"] = {
+            r.vendor: {"state": r.state, "reason": r.reason, "updated_at": to_rfc3339(r.updated_at)}
+            for r in reviews
+        }
+    return out
+
+
+async def preview_template(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    template_id = path_id(request, "template_id")
+    req, _ = await parse(request, PreviewRequest)
+    return respond(
+        await preview(
+            services.catalog,
+            request[PRINCIPAL].tenant_id,
+            template_id,
+            req,
+            services.settings.links_base_url,
+        )
+    )
 
 
 async def _object(request: web.Request) -> dict[str, Any]:

@@ -7,12 +7,13 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
+from cards.targets import route_payload
 from gateway.api.bodies import parse, path_id
 from gateway.api.endpoints import READ, WRITE, Endpoint
 from gateway.api.json import respond
 from gateway.api.middlewares import PRINCIPAL
 from gateway.clock import to_rfc3339
-from gateway.domain.messages import MessageView
+from gateway.domain.messages import MessageView, Rendered
 from gateway.domain.phones import mask
 from gateway.errors import InvalidInput, NotFound
 from gateway.keys import SERVICES
@@ -62,12 +63,16 @@ async def get_message(request: web.Request) -> web.Response:
 
 
 def message_json(view: MessageView, *, masked: bool) -> dict[str, Any]:
-    rendered: dict[str, Any] = {"text": view.rendered.get("text", "")}
-    payloads = view.rendered.get("payloads", {})
-    if view.route and view.route in payloads:
-        rendered["payload"] = payloads[view.route]
-    if "card" in payloads:
-        rendered["card"] = payloads["card"]
+    stored = Rendered.from_dict(view.rendered)
+    rendered: dict[str, Any] = {"text": stored.text}
+    if stored.card is not None:
+        rendered["card"] = stored.card
+        if view.route in ("carrier_rich", "vendor_card") and view.provider:
+            rendered["payload"] = route_payload(
+                view.route, view.provider, stored.card, stored.kind, stored.brand
+            )
+    if stored.error:
+        rendered["error"] = stored.error
     return {
         "message_id": view.id,
         "to": mask(view.to) if masked else view.to,

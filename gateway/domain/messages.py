@@ -72,8 +72,13 @@ class Rendered:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Rendered:
-        return cls(data.get("text", ""), data.get("card"), data.get("kind", "standard"),
-                   data.get("brand", {}), data.get("error"))  # fmt: skip
+        return cls(
+            data.get("text", ""),
+            data.get("card"),
+            data.get("kind", "standard"),
+            data.get("brand", {}),
+            data.get("error"),
+        )
 
 
 @dataclass(frozen=True, slots=True)

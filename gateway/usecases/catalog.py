@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cards.compiled import CompiledTemplate, TemplateCheckFailed
 from cards.models import TemplateSpec, template_dump
+from cards.vendors import CAPABILITIES, Skip, vendor_payload
 from gateway.clock import Clock
 from gateway.errors import FieldError, InvalidInput, NotFound
-from gateway.storage.base import Store, TemplateRecord
+from gateway.storage.base import ReviewState, Store, TemplateRecord
 
 
 class Brand(BaseModel):
@@ -71,6 +73,14 @@ def invalid_from_pydantic(exc: ValidationError, prefix: tuple[str, ...] = ()) ->
     return InvalidInput("; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors), errors)
 
 
+def variable_errors(problems: list[tuple[str, str]]) -> InvalidInput:
+    """One error per bad variable, each named ``[\"variables\", name]``."""
+    return InvalidInput(
+        "; ".join(f"variables.{n}: {m}" for n, m in problems),
+        [FieldError(("variables", n), m) for n, m in problems],
+    )
+
+
 def _is_type_tag(part: str | int) -> bool:
     return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS)
 
@@ -85,10 +95,21 @@ class Catalog:
     staleness when several instances share one database.
     """
 
-    def __init__(self, store: Store, clock: Clock, ttl_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        ttl_s: float = 5.0,
+        *,
+        reviewers: Sequence[str] = (),
+        on_review_needed: Callable[[], None] = lambda: None,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._ttl_s = ttl_s
+        self._reviewers = [v for v in reviewers if v in CAPABILITIES]
+        self.on_review_needed = on_review_needed
+        self._approved: dict[tuple[str, str, int], tuple[frozenset[str], float]] = {}
         self._latest: dict[tuple[str, str], tuple[LoadedTemplate | None, float]] = {}
         self._versions: dict[tuple[str, str, int], LoadedTemplate] = {}
         self._brands: dict[tuple[str, str], tuple[Brand | None, float]] = {}
@@ -123,11 +144,15 @@ class Catalog:
         self, tenant_id: str, template_id: str, body: dict[str, Any]
     ) -> LoadedTemplate:
         compiled = compile_template(body)
-        if await self.brand(tenant_id, compiled.spec.brand_id) is None:
+        brand = await self.brand(tenant_id, compiled.spec.brand_id)
+        if brand is None:
             raise InvalidInput.field(["brand_id"], f"no brand {compiled.spec.brand_id!r}")
+        reviews = self._reviews_needed(compiled, brand)
         record = await self._store.put_template(
-            tenant_id, template_id, template_dump(compiled.spec), self._clock.now()
+            tenant_id, template_id, template_dump(compiled.spec), self._clock.now(), reviews
         )
+        if any(reason is None for reason in reviews.values()):
+            self.on_review_needed()
         loaded = LoadedTemplate(record, compiled)
         self._versions[(tenant_id, template_id, record.version)] = loaded
         self._latest[(tenant_id, template_id)] = (loaded, time.monotonic() + self._ttl_s)
@@ -148,6 +173,41 @@ class Catalog:
         loaded = self._load(await self._store.get_template(tenant_id, template_id))
         self._latest[(tenant_id, template_id)] = (loaded, now + self._ttl_s)
         return loaded
+
+    def _reviews_needed(self, compiled: CompiledTemplate, brand: Brand) -> dict[str, str | None]:
+        """Each vendor that could show this card reviews it; the others are not applicable."""
+        if compiled.card is None:
+            return {}
+        reviews: dict[str, str | None] = {}
+        for vendor in self._reviewers:
+            try:
+                vendor_payload(vendor, compiled.card, compiled.spec.kind, brand.model_dump())
+            except Skip as skip:
+                reviews[vendor] = skip.reason
+            else:
+                reviews[vendor] = None
+        return reviews
+
+    async def reviews(self, loaded: LoadedTemplate) -> list[ReviewState]:
+        r = loaded.record
+        return await self._store.reviews_for(r.tenant_id, r.template_id, r.version)
+
+    async def approved_vendors(
+        self, tenant_id: str, template_id: str, version: int
+    ) -> frozenset[str]:
+        """Vendors that approved this version: the only ones the router may use for it."""
+        key = (tenant_id, template_id, version)
+        now = time.monotonic()
+        hit = self._approved.get(key)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        states = await self._store.reviews_for(tenant_id, template_id, version)
+        approved = frozenset(s.vendor for s in states if s.state == "approved")
+        self._approved[key] = (approved, now + self._ttl_s)
+        return approved
+
+    def forget_reviews(self, tenant_id: str, template_id: str, version: int) -> None:
+        self._approved.pop((tenant_id, template_id, version), None)
 
     async def require_template(self, tenant_id: str, template_id: str) -> LoadedTemplate:
         loaded = await self.template(tenant_id, template_id)

@@ -6,9 +6,11 @@ from collections.abc import Mapping
 
 from gateway.clock import Clock
 from gateway.dispatch.ports import Provider
+from gateway.dispatch.reviews import record_verdicts
 from gateway.errors import InvalidInput, NotFound, Unauthenticated
 from gateway.metrics import Metrics
 from gateway.storage.base import ReportResult, Store
+from gateway.usecases.catalog import Catalog
 
 
 def provider_for(providers: Mapping[str, Provider], name: str) -> Provider:
@@ -42,3 +44,26 @@ async def receive_reports(
         if r.applied and r.status:
             metrics.messages.labels(r.status).inc()
     return results
+
+
+async def receive_reviews(
+    store: Store,
+    providers: Mapping[str, Provider],
+    catalog: Catalog,
+    clock: Clock,
+    name: str,
+    body: bytes,
+    signature: str | None,
+) -> int:
+    """A vendor's signed verdicts on template versions; forged calls change nothing (401)."""
+    provider = provider_for(providers, name)
+    if not provider.verify(body, signature):
+        raise Unauthenticated("bad or missing X-Signature")
+    parse = getattr(provider, "parse_reviews", None)
+    if parse is None:
+        raise NotFound(f"{name} reviews no templates")
+    try:
+        results = parse(body)
+    except ValueError as exc:
+        raise InvalidInput.field(["body"], f"not a review batch: {exc}") from None
+    return await record_verdicts(store, catalog, clock, name, results)

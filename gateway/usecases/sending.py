@@ -20,7 +20,7 @@ from gateway.domain.routing import preference
 from gateway.errors import Conflict, FieldError, InvalidInput
 from gateway.ids import new_id
 from gateway.storage.base import AcceptResult, IdempotencyConflict, Store
-from gateway.usecases.catalog import Catalog
+from gateway.usecases.catalog import Catalog, variable_errors
 from gateway.usecases.tenants import Principal
 
 RouteKind = Literal["vendor_card", "carrier_rich", "sms"]
@@ -94,10 +94,7 @@ class Sender:
         spec = loaded.spec
         context, problems = check_variables(spec.variables, req.variables)
         if problems:
-            raise InvalidInput(
-                "; ".join(f"variables.{n}: {m}" for n, m in problems),
-                [FieldError(("variables", n), m) for n, m in problems],
-            )
+            raise variable_errors(problems)
         brand = await self._catalog.brand(tenant, spec.brand_id)
         brand_info = brand.model_dump(mode="json") if brand else {"name": "", "signature": ""}
 

@@ -97,8 +97,11 @@ async def test_keys_are_stored_hashed(gw: Gateway) -> None:
 
 def test_tenant_create_cli(tmp_path: Path) -> None:
     """``python -m gateway tenant create`` prints the contract's JSON; a duplicate fails."""
-    env = dict(os.environ, GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path / 'g.db'}",
-               GATEWAY_VAR_DIR=str(tmp_path))  # fmt: skip
+    env = dict(
+        os.environ,
+        GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path / 'g.db'}",
+        GATEWAY_VAR_DIR=str(tmp_path),
+    )
     cmd = [sys.executable, "-m", "gateway", "tenant", "create", "bank_x"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=True)
     keys = json.loads(out.stdout)

@@ -115,8 +115,9 @@ async def test_outbox_survives_a_restart(make_gateway: GatewayFactory, aiohttp_c
     await gw.client.close()  # closes the app: store closed, nothing lost
 
     settings = gw.services.settings
-    app = create_app(settings, store=SqliteStore(settings.sqlite_path), providers=gw.providers,
-                     clock=gw.clock)  # fmt: skip
+    app = create_app(
+        settings, store=SqliteStore(settings.sqlite_path), providers=gw.providers, clock=gw.clock
+    )
     client = await aiohttp_client(app)
     services = app[SERVICES]
     await services.dispatcher.start()  # releases the dead process's leases

@@ -35,10 +35,18 @@ async def _db(store: Store) -> AsyncIterator[Store]:
 
 def message(tenant: str = "t1", *, due: float = NOW, ttl: float = 3600) -> NewMessage:
     return NewMessage(
-        id=new_id(), tenant_id=tenant, to="+8613812345678", category="transactional",
-        template_id="otp", template_version=1, rendered=Rendered("【银行】123456"),
-        created_at=NOW, due_at=due, expires_at=due + ttl, route_pref=("sms",),
-    )  # fmt: skip
+        id=new_id(),
+        tenant_id=tenant,
+        to="+8613812345678",
+        category="transactional",
+        template_id="otp",
+        template_version=1,
+        rendered=Rendered("【银行】123456"),
+        created_at=NOW,
+        due_at=due,
+        expires_at=due + ttl,
+        route_pref=("sms",),
+    )
 
 
 async def test_keys_resolve_to_tenant_and_role(db: Store) -> None:
@@ -121,16 +129,23 @@ async def test_outcomes_move_status_forward(db: Store) -> None:
     for m in (a, b, c, d, e):
         await db.accept(m)
     await db.claim_due(NOW, 10, NOW + 60)
-    await db.record_outcomes([
-        Submitted(a.id, "cmcc", "sms", "ref-a", NOW + 1, 1),
-        Retry(b.id, NOW + 30, NOW + 1, "cmcc", "unavailable", 1),
-        Failed(c.id, "invalid_number", NOW + 1, provider="cmcc", route="sms"),
-        Expired(d.id, NOW + 1),
-        Suppressed(e.id, "no_route", NOW + 1),
-    ])  # fmt: skip
+    await db.record_outcomes(
+        [
+            Submitted(a.id, "cmcc", "sms", "ref-a", NOW + 1, 1),
+            Retry(b.id, NOW + 30, NOW + 1, "cmcc", "unavailable", 1),
+            Failed(c.id, "invalid_number", NOW + 1, provider="cmcc", route="sms"),
+            Expired(d.id, NOW + 1),
+            Suppressed(e.id, "no_route", NOW + 1),
+        ]
+    )
     statuses = {m.id: (await db.get_message("t1", m.id)).status for m in (a, b, c, d, e)}  # type: ignore[union-attr]
-    assert statuses == {a.id: "submitted", b.id: "accepted", c.id: "failed",
-                        d.id: "expired", e.id: "suppressed"}  # fmt: skip
+    assert statuses == {
+        a.id: "submitted",
+        b.id: "accepted",
+        c.id: "failed",
+        d.id: "expired",
+        e.id: "suppressed",
+    }
     va = await db.get_message("t1", a.id)
     assert va is not None and (va.provider, va.route, va.provider_ref) == ("cmcc", "sms", "ref-a")
     [retry] = await db.claim_due(NOW + 30, 10, NOW + 90)

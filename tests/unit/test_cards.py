@@ -32,11 +32,15 @@ SSTI_SOURCES = [
 
 
 def _spec(title: str) -> TemplateSpec:
-    return TemplateSpec.model_validate({
-        "brand_id": "b", "category": "transactional",
-        "variables": {"name": {"type": "string"}},
-        "card": {"title": title}, "fallback_text": "hi {{ name }}",
-    })  # fmt: skip
+    return TemplateSpec.model_validate(
+        {
+            "brand_id": "b",
+            "category": "transactional",
+            "variables": {"name": {"type": "string"}},
+            "card": {"title": title},
+            "fallback_text": "hi {{ name }}",
+        }
+    )
 
 
 @pytest.mark.parametrize("source", SSTI_SOURCES)

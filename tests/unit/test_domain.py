@@ -15,9 +15,15 @@ from gateway.ids import id_time_ms, new_id
 
 @pytest.mark.parametrize(
     "raw",
-    ["13812345678", "+86 138 1234 5678", "+8613812345678", "008613812345678",
-     "86-138-1234-5678", "(+86) 138.1234.5678"],
-)  # fmt: skip
+    [
+        "13812345678",
+        "+86 138 1234 5678",
+        "+8613812345678",
+        "008613812345678",
+        "86-138-1234-5678",
+        "(+86) 138.1234.5678",
+    ],
+)
 def test_common_forms_become_e164(raw: str) -> None:
     """Every common way of writing a Chinese mobile number gives the same E.164."""
     assert to_e164(raw) == "+8613812345678"
@@ -45,14 +51,20 @@ def test_masking() -> None:
 @pytest.mark.parametrize(
     ("current", "new", "ok"),
     [
-        ("accepted", "submitted", True), ("accepted", "deferred", True),
-        ("deferred", "accepted", True), ("submitted", "delivered", True),
-        ("accepted", "delivered", True), ("submitted", "accepted", False),
-        ("delivered", "submitted", False), ("delivered", "failed", False),
-        ("failed", "delivered", False), ("expired", "submitted", False),
-        ("suppressed", "accepted", False), ("submitted", "submitted", False),
+        ("accepted", "submitted", True),
+        ("accepted", "deferred", True),
+        ("deferred", "accepted", True),
+        ("submitted", "delivered", True),
+        ("accepted", "delivered", True),
+        ("submitted", "accepted", False),
+        ("delivered", "submitted", False),
+        ("delivered", "failed", False),
+        ("failed", "delivered", False),
+        ("expired", "submitted", False),
+        ("suppressed", "accepted", False),
+        ("submitted", "submitted", False),
     ],
-)  # fmt: skip
+)
 def test_status_ladder_only_moves_forward(current: str, new: str, ok: bool) -> None:
     """A final status is never left and nothing moves backwards."""
     assert can_move(current, new) is ok
@@ -82,9 +94,14 @@ def test_ids_are_time_ordered_and_unique() -> None:
 
 @pytest.mark.parametrize(
     ("number", "carrier"),
-    [("+8613812345678", "cmcc"), ("+8613012345678", "cucc"), ("+8618912345678", "ctcc"),
-     ("+8619212345678", "cmcc"), ("+14155550123", None)],
-)  # fmt: skip
+    [
+        ("+8613812345678", "cmcc"),
+        ("+8613012345678", "cucc"),
+        ("+8618912345678", "ctcc"),
+        ("+8619212345678", "cmcc"),
+        ("+14155550123", None),
+    ],
+)
 def test_carrier_from_number(number: str, carrier: str | None) -> None:
     """The carrier comes from the number's range; Broadnet rides China Mobile."""
     assert carrier_for(number) == carrier
