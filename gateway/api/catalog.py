@@ -16,7 +16,7 @@ from gateway.errors import InvalidInput, NotFound
 from gateway.keys import SERVICES
 from gateway.storage.base import ReviewState
 from gateway.usecases.catalog import Brand, LoadedTemplate
-from gateway.usecases.preview import PreviewRequest, preview
+from gateway.usecases.preview import PreviewOut, PreviewRequest, preview
 
 
 async def put_brand(request: web.Request) -> web.Response:
@@ -141,6 +141,16 @@ ENDPOINTS = [
         "The latest version of a template (or ?version=n)",
         READ,
         response=TemplateSpec,
+        tag="templates",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/templates/{template_id}/preview",
+        preview_template,
+        "Render every target of a template for a set of variables",
+        READ,
+        PreviewRequest,
+        PreviewOut,
         tag="templates",
     ),
     Endpoint(

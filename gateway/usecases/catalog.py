@@ -65,7 +65,15 @@ def invalid_from_pydantic(exc: ValidationError, prefix: tuple[str, ...] = ()) ->
     """One error per field; pydantic's union-member tags (``list[…]``) are left out of ``loc``."""
     merged: dict[tuple[str | int, ...], list[str]] = {}
     for e in exc.errors(include_url=False):
-        loc = (*prefix, *(p for p in e["loc"] if not _is_type_tag(p)))
+        parts = e["loc"]
+        loc = (
+            *prefix,
+            *(
+                p
+                for i, p in enumerate(parts)
+                if not _is_type_tag(p) and not (i and parts[i - 1] == "action" and p in _ACTIONS)
+            ),
+        )
         msgs = merged.setdefault(loc, [])
         if e["msg"] not in msgs:
             msgs.append(e["msg"])
@@ -85,6 +93,8 @@ def _is_type_tag(part: str | int) -> bool:
     return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS)
 
 
+# the tags of the action union, which pydantic puts in ``loc`` after "action"
+_ACTIONS = frozenset({"open_url", "dial", "copy_code", "reply", "calendar", "map"})
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 
 
