@@ -7,9 +7,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import report, scenarios, wrk
+from bench import render, report, scenarios, wrk
 
-SCENARIOS = ("hello", "send", "dispatch")
+SCENARIOS = ("hello", "send", "dispatch", "render")
+WRK_SCENARIOS = ("hello", "send", "dispatch")
 OUT_DIR = scenarios.ROOT / "bench-results"
 
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = scenarios.Options(
         args.duration, args.warmup, out.parent, args.profile, gateway_env=dict(args.env)
     )
-    rounds: dict[str, list[scenarios.Outcome]] = {n: [] for n in SCENARIOS if n in args.only}
+    rounds: dict[str, list[scenarios.Outcome]] = {n: [] for n in WRK_SCENARIOS if n in args.only}
     for i in range(args.repeat):
         if args.repeat > 1:
             print(f"bench: round {i + 1} of {args.repeat}", file=sys.stderr)
@@ -93,6 +94,16 @@ def main(argv: list[str] | None = None) -> int:
             done.append(_run(name, opts))
     outcomes = [_median(done) for done in rounds.values()]
     text = report.render(outcomes, opts, argv)
+    if "render" in args.only:
+        print("bench: render: card renders per second, one core", file=sys.stderr)
+        r = render.run_child(args.duration)
+        text += (
+            "\n\n## Card renders (all targets, one core)\n\n"
+            f"- `{r['template']}`: **{r['per_second']:,} full renders/s** "
+            f"({r['us_each']} µs each; {r['renders']:,} renders in {r['seconds']} s): variables "
+            "checked, card rendered in the sandbox, limits, tracked links, SMS and segments, "
+            "the carrier's UP message and all five vendors' cards (`bench/render.py`)"
+        )
     print(text)
     out.write_text(text + "\n")
     print(f"\nbench: written to {out}", file=sys.stderr)
