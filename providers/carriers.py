@@ -1,44 +1,42 @@
-"""Carriers' SMS APIs over HTTP: the ``sms`` route of the provider port."""
+"""Carriers' APIs over HTTP: the ``sms`` and ``carrier_rich`` (5G message) routes.
+
+Wire formats (all JSON, signed with ``X-Signature`` both ways):
+
+* ``POST /{carrier}/v1/sms/batch`` ``{"callback_url", "messages": [{"client_ref", "to", "text"}]}``
+* ``POST /{carrier}/v1/rcs/batch`` ``{"callback_url", "messages": [{"client_ref", "to",
+  "message": {GSMA chatbot message}}]}``; both answer ``{"results": [...]}`` (``providers.wire``)
+* ``POST /{carrier}/v1/rcs/capability`` ``{"numbers": [...]}`` → ``{"results": {number: bool}}``
+* delivery reports ``{"reports": [{"client_ref", "msg_id", "status", "error_code", "done_at"}]}``
+  with ``status`` ``DELIVRD`` (delivered), ``DISPLAYED`` (displayed), anything else failed
+* MO ``{"messages": [{"mo_id", "from", "text", "received_at"}]}``
+"""
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.dispatch.ports import (
     DeliveryReport,
     InboundMessage,
+    ReportStatus,
     RouteKind,
     Submission,
     SubmitOutcome,
 )
-from gateway.errors import PermanentProviderError, ProviderError, RetryableProviderError
-from providers import signing
+from providers.batching import by_route, check_batch, payload_required, post_batch
+from providers.http import SignedJsonApi, parse_callback
+from providers.wire import CapabilityResponse, WireModel, capability_answers, inbound
 
-_M = TypeVar("_M", bound=BaseModel)
+if TYPE_CHECKING:
+    from gateway.dispatch.ports import CapabilityProvider, Provider
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class _Result(_Model):
-    client_ref: str
-    status: Literal["accepted", "rejected"]
-    msg_id: str | None = None
-    code: str | None = None
+_STATUSES: dict[str, ReportStatus] = {"DELIVRD": "delivered", "DISPLAYED": "displayed"}
 
 
-class _SubmitResponse(_Model):
-    results: list[_Result]
-
-
-class _Report(_Model):
+class _Report(WireModel):
     client_ref: str
     msg_id: str
     status: str
@@ -46,26 +44,22 @@ class _Report(_Model):
     done_at: str | None = None
 
 
-class _ReportsBody(_Model):
+class _ReportsBody(WireModel):
     reports: list[_Report]
 
 
-class _Mo(_Model):
-    mo_id: str | None = None
-    from_: str = Field(alias="from")
-    text: str
-    received_at: str | None = None
-
-
-class _MoBody(_Model):
-    messages: list[_Mo]
-
-
 class HttpCarrier:
-    """One carrier's SMS API: batches of up to 100, signed both ways."""
+    """One carrier: SMS and 5G rich messages in batches of up to 100, signed both ways.
 
-    routes: frozenset[RouteKind] = frozenset({"sms"})
+    A batch may mix ``sms`` and ``carrier_rich``: it is split into one request
+    per route, sent concurrently (see ``providers.batching.by_route`` for how
+    errors of a part come back). A ``carrier_rich`` submission's ``payload`` is
+    the chatbot message; one without a payload fails with ``missing_payload``.
+    """
+
+    routes: frozenset[RouteKind] = frozenset({"sms", "carrier_rich"})
     max_batch = 100
+    max_lookup = 10_000
 
     def __init__(
         self,
@@ -77,69 +71,51 @@ class HttpCarrier:
         timeout_s: float = 10.0,
     ) -> None:
         self.name = name
-        self._url = f"{base_url.rstrip('/')}/{name}/v1/sms/batch"
-        self._secret = secret
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._api = SignedJsonApi(name, base_url, secret, session, timeout_s=timeout_s)
 
     async def submit(self, batch: Sequence[Submission], callback_url: str) -> list[SubmitOutcome]:
-        if not batch:
-            return []
-        if len(batch) > self.max_batch:
-            raise ValueError(f"{self.name}: batch of {len(batch)} over {self.max_batch}")
-        body = json.dumps(
-            {
-                "callback_url": callback_url,
-                "messages": [
-                    {"client_ref": s.message_id, "to": s.to, "text": s.text} for s in batch
-                ],
-            }
-        ).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "X-Signature": signing.sign(self._secret, body),
-        }
-        try:
-            async with self._session.post(
-                self._url, data=body, headers=headers, timeout=self._timeout
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-        except TimeoutError as exc:
-            raise RetryableProviderError("timeout", f"{self.name}: no answer") from exc
-        except aiohttp.ClientError as exc:
-            raise RetryableProviderError("connection", f"{self.name}: {exc}") from exc
-        return self._outcomes(batch, status, raw, retry_after)
+        check_batch(self.name, self.routes, self.max_batch, batch)
 
-    def _outcomes(
-        self, batch: Sequence[Submission], status: int, raw: bytes, retry_after: str | None
-    ) -> list[SubmitOutcome]:
-        detail = f"{self.name}: http {status}"
-        extra = {"status": status}
-        if status == 429:
-            raise RetryableProviderError("rate_limited", detail, extra, defer=_seconds(retry_after))
-        if status >= 500:
-            raise RetryableProviderError("unavailable", detail, extra)
-        if not 200 <= status < 300:
-            raise PermanentProviderError(f"http_{status}", detail, extra)
-        try:
-            results = {r.client_ref: r for r in _SubmitResponse.model_validate_json(raw).results}
-        except ValidationError as exc:
-            # Resubmitting is safe: the carrier dedupes by client_ref.
-            raise RetryableProviderError("bad_response", f"{self.name}: {exc}", extra) from exc
-        return [_outcome(s.message_id, results.get(s.message_id)) for s in batch]
+        async def send(route: RouteKind, part: Sequence[Submission]) -> list[SubmitOutcome]:
+            if route == "sms":
+                return await post_batch(
+                    self._api, "/sms/batch", part, callback_url, lambda s: {"text": s.text}
+                )
+            return await payload_required(
+                part,
+                lambda sendable: post_batch(
+                    self._api,
+                    "/rcs/batch",
+                    sendable,
+                    callback_url,
+                    lambda s: {"message": s.payload},
+                ),
+            )
+
+        return await by_route(batch, send)
+
+    async def lookup_capability(self, numbers: Sequence[str]) -> dict[str, bool]:
+        """Which numbers can receive this carrier's 5G messages (sent as numbers)."""
+        if len(numbers) > self.max_lookup:
+            raise ValueError(f"{self.name}: lookup of {len(numbers)} over {self.max_lookup}")
+        if not numbers:
+            return {}
+        keys = {n: n for n in numbers}
+        answer = await self._api.post(
+            "/rcs/capability", {"numbers": list(keys)}, CapabilityResponse
+        )
+        return capability_answers(self.name, keys, answer)
 
     def verify(self, body: bytes, signature: str | None) -> bool:
-        return signing.verify(self._secret, body, signature)
+        return self._api.verify(body, signature)
 
     def parse_reports(self, body: bytes) -> list[DeliveryReport]:
-        parsed = _parse(_ReportsBody, body, "delivery reports")
+        parsed = parse_callback(_ReportsBody, body, "delivery reports")
         return [
             DeliveryReport(
                 message_id=r.client_ref,
                 provider_ref=r.msg_id,
-                status="delivered" if r.status == "DELIVRD" else "failed",
+                status=_STATUSES.get(r.status, "failed"),
                 at=r.done_at,
                 error_code=r.error_code,
             )
@@ -147,40 +123,13 @@ class HttpCarrier:
         ]
 
     def parse_inbound(self, body: bytes) -> list[InboundMessage]:
-        parsed = _parse(_MoBody, body, "inbound messages")
-        return [
-            InboundMessage(from_number=m.from_, text=m.text, provider_ref=m.mo_id, at=m.received_at)
-            for m in parsed.messages
-        ]
+        return inbound(body)
 
     async def close(self) -> None:
         """Nothing to do: the session belongs to the caller."""
 
 
-def _outcome(message_id: str, result: _Result | None) -> SubmitOutcome:
-    error: ProviderError
-    if result is None:
-        error = RetryableProviderError("missing_result", "carrier did not answer for it")
-    elif result.status == "rejected":
-        error = PermanentProviderError(result.code or "rejected")
-    elif result.msg_id:
-        return SubmitOutcome(message_id, provider_ref=result.msg_id)
-    else:
-        error = RetryableProviderError("bad_response", "accepted without msg_id")
-    return SubmitOutcome(message_id, error=error)
+if TYPE_CHECKING:
 
-
-def _seconds(retry_after: str | None) -> float:
-    """``Retry-After`` in seconds; 1.0 when absent, a date, or nonsense."""
-    try:
-        value = float(retry_after or "")
-    except ValueError:
-        return 1.0
-    return value if value > 0 and math.isfinite(value) else 1.0
-
-
-def _parse(model: type[_M], body: bytes, what: str) -> _M:
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        raise ValueError(f"malformed {what}: {exc.error_count()} error(s)") from exc
+    def _conforms(c: HttpCarrier) -> tuple[Provider, CapabilityProvider]:
+        return c, c

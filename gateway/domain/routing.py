@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from gateway.domain.phones import carrier_name
 
@@ -38,3 +39,77 @@ def preference(
     if template_routes:
         return tuple(template_routes)
     return DEFAULT_PREFERENCE
+
+
+@dataclass(frozen=True, slots=True)
+class Capability:
+    """What we know of one number's handset and network, from the providers' lookups."""
+
+    vendor: str | None  # the handset vendor that can show its cards on this number, if any
+    carrier_rich: bool  # whether the number's carrier can deliver 5G rich messages to it
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    route: str
+    provider: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """The routes to try, in order, and why each preferred route before them was passed over."""
+
+    candidates: tuple[Candidate, ...]
+    skipped: tuple[tuple[str, str], ...]  # (route, reason)
+
+    @property
+    def first(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+
+def plan_route(
+    preference: Sequence[str],
+    *,
+    carrier: str | None,
+    capability: Capability | None,
+    has_card: bool,
+    approved_vendors: frozenset[str] = frozenset(),
+    open_circuits: frozenset[str] = frozenset(),
+    exclude: frozenset[str] = frozenset(),
+) -> RoutePlan:
+    """Every route the preference allows for one message, best first (pure).
+
+    ``capability`` None means unknown (lookups failed): rich routes are passed over.
+    ``exclude`` holds routes this message already gave up on (a fallback).
+    """
+    candidates: list[Candidate] = []
+    skipped: list[tuple[str, str]] = []
+    for route in preference:
+        if route in exclude:
+            continue
+        reason: str | None
+        provider: str | None = None
+        if route == "sms":
+            provider, reason = carrier, None if carrier else "no_carrier"
+        elif not has_card:
+            reason = "no_card"
+        elif capability is None:
+            reason = "capability_unknown"
+        elif route == "vendor_card":
+            provider = capability.vendor
+            if provider is None:
+                reason = "not_capable"
+            elif provider not in approved_vendors:
+                reason = "not_approved"
+            else:
+                reason = None
+        else:  # carrier_rich
+            provider = carrier
+            reason = None if carrier and capability.carrier_rich else "not_capable"
+        if reason is None and provider in open_circuits and route != "sms":
+            reason = "circuit_open"
+        if reason is None and provider is not None:
+            candidates.append(Candidate(route, provider))
+        else:
+            skipped.append((route, reason or "no_provider"))
+    return RoutePlan(tuple(candidates), tuple(skipped))

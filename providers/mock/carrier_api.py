@@ -1,85 +1,119 @@
-"""The carriers' SMS submission API: ``POST /{carrier}/v1/sms/batch``."""
+"""The carriers' APIs: SMS and 5G rich messages (RCS chatbot), carrier style.
+
+``POST /{carrier}/v1/sms/batch``, ``/rcs/capability`` and ``/rcs/batch``: signed,
+and subject to the carrier's latency, failures and rate limit (``gate.admit``).
+SMS and rich messages count as one provider and share one ``client_ref`` space.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from yarl import URL
+from pydantic import BaseModel, ConfigDict, Field
 
 from providers.mock.config import CARRIERS
-from providers.mock.outbox import Report
-from providers.mock.runtime import OUTBOX, RUNTIME, Runtime, describe, error
-from providers.mock.state import is_e164, retry_after
-from providers.signing import verify
+from providers.mock.delivery import Incoming, accept, is_object, rejected, remember_callback
+from providers.mock.devices import carrier_capable, hash_of_number
+from providers.mock.events import CarrierReport
+from providers.mock.gate import MAX_BATCH, MAX_LOOKUP, CallbackUrl, admit, per_request
+from providers.mock.runtime import RUNTIME
+from providers.mock.state import is_e164
 
-MAX_BATCH = 100
 
-
-class BatchMessage(BaseModel):
+class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
+
+class SmsMessage(_Model):
     client_ref: str = Field(min_length=1)
     to: str
     text: str
 
 
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    callback_url: str
-    messages: list[BatchMessage] = Field(min_length=1, max_length=MAX_BATCH)
-
-    @field_validator("callback_url")
-    @classmethod
-    def _absolute_http_url(cls, value: str) -> str:
-        url = URL(value)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("must be an absolute http(s) URL")
-        return value
+class SmsBatch(_Model):
+    callback_url: CallbackUrl
+    messages: list[SmsMessage] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-async def submit_batch(request: web.Request) -> web.Response:
-    """Check signature and body, apply the carrier's behaviour, accept each message."""
-    rt = request.app[RUNTIME]
-    carrier = request.match_info["carrier"]
-    if carrier not in CARRIERS:
-        return error(404, f"unknown carrier {carrier!r}")
-    body = await request.read()
-    if not verify(rt.secret(carrier), body, request.headers.get("X-Signature")):
-        return error(401, "bad signature")
-    try:
-        batch = BatchRequest.model_validate_json(body)
-    except ValidationError as exc:
-        return error(400, describe(exc))
-    rt.state.callback_bases[carrier] = str(URL(batch.callback_url).origin())
+class RcsMessage(_Model):
+    client_ref: str = Field(min_length=1)
+    to: str
+    message: Any = None  # a GSMA chatbot message: any non-empty JSON object
 
-    behaviour = rt.behaviour(carrier)
-    if behaviour.latency_ms > 0:
-        await asyncio.sleep(behaviour.latency_ms / 1000)
-    if rt.chance(behaviour.failure_rate):
-        return error(503, "unavailable")
-    wait_s = rt.take(carrier, len(batch.messages))
-    if wait_s > 0:
-        return error(429, "rate limited", headers={"Retry-After": str(retry_after(wait_s))})
 
-    results = [_accept(request.app, rt, carrier, batch.callback_url, m) for m in batch.messages]
+class RcsBatch(_Model):
+    callback_url: CallbackUrl
+    messages: list[RcsMessage] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class NumbersLookup(_Model):
+    numbers: list[str] = Field(min_length=1, max_length=MAX_LOOKUP)
+
+
+async def submit_sms(request: web.Request) -> web.Response:
+    """``{"callback_url", "messages": [{"client_ref", "to", "text"}]}`` → ``{"results": [...]}``."""
+    admitted = await admit(request, CARRIERS, SmsBatch, lambda b: len(b.messages))
+    if isinstance(admitted, web.Response):
+        return admitted
+    carrier, batch = admitted.provider, admitted.body
+    remember_callback(request.app, carrier, batch.callback_url)
+    results = []
+    for m in batch.messages:
+        if not is_e164(m.to):
+            results.append(rejected(m.client_ref, "invalid_number"))
+            continue
+        incoming = Incoming(m.client_ref, m.to, "sms", {"text": m.text})
+        results.append(
+            accept(
+                request.app, carrier, batch.callback_url, incoming, CarrierReport, displayable=False
+            )
+        )
     return web.json_response({"results": results})
 
 
-def _accept(
-    app: web.Application, rt: Runtime, carrier: str, callback_url: str, message: BatchMessage
-) -> dict[str, Any]:
-    if not is_e164(message.to):
-        return {"client_ref": message.client_ref, "status": "rejected", "code": "invalid_number"}
-    accepted = rt.state.accept(carrier, message.client_ref, message.to, message.text)
-    if accepted.is_new:
-        behaviour = rt.behaviour(carrier)
-        if rt.chance(behaviour.dlr_failure_rate):
-            report = Report(message.client_ref, accepted.msg_id, "UNDELIV", "UNDELIV:001")
-        else:
-            report = Report(message.client_ref, accepted.msg_id, "DELIVRD")
-        app[OUTBOX].schedule(behaviour.dlr_delay_ms / 1000, carrier, callback_url, report)
-    return {"client_ref": message.client_ref, "msg_id": accepted.msg_id, "status": "accepted"}
+async def rcs_capability(request: web.Request) -> web.Response:
+    """``{"numbers": [...]}`` → ``{"results": {number as sent: bool}}``; counts nothing."""
+    admitted = await admit(request, CARRIERS, NumbersLookup, per_request)
+    if isinstance(admitted, web.Response):
+        return admitted
+    share = request.app[RUNTIME].behaviour(admitted.provider).capability_share
+    results = {n: _capable(hash_of_number(n), share) for n in admitted.body.numbers}
+    return web.json_response({"results": results})
+
+
+async def submit_rcs(request: web.Request) -> web.Response:
+    """``{"callback_url", "messages": [{"client_ref", "to", "message"}]}`` → ``{"results"}``."""
+    admitted = await admit(request, CARRIERS, RcsBatch, lambda b: len(b.messages))
+    if isinstance(admitted, web.Response):
+        return admitted
+    carrier, batch = admitted.provider, admitted.body
+    remember_callback(request.app, carrier, batch.callback_url)
+    share = request.app[RUNTIME].behaviour(carrier).capability_share
+    results = []
+    for m in batch.messages:
+        code = _rcs_refusal(m, share)
+        if code is not None:
+            results.append(rejected(m.client_ref, code))
+            continue
+        incoming = Incoming(m.client_ref, m.to, "carrier_rich", {"message": m.message})
+        results.append(
+            accept(
+                request.app, carrier, batch.callback_url, incoming, CarrierReport, displayable=True
+            )
+        )
+    return web.json_response({"results": results})
+
+
+def _rcs_refusal(m: RcsMessage, share: float) -> str | None:
+    if not is_e164(m.to):
+        return "invalid_number"
+    if not is_object(m.message):
+        return "bad_message"
+    if not _capable(hash_of_number(m.to), share):
+        return "not_capable"
+    return None
+
+
+def _capable(h: str | None, share: float) -> bool:
+    return h is not None and carrier_capable(h, share)

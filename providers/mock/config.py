@@ -21,7 +21,7 @@ PROVIDERS: tuple[str, ...] = CARRIERS + VENDORS
 
 
 class Behaviour(BaseModel):
-    """One provider's latency, failures, rate limit and delivery reports."""
+    """One provider's latency, failures, rate limit, capability, reports and reviews."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -31,7 +31,9 @@ class Behaviour(BaseModel):
     capability_share: float = Field(default=0.5, ge=0.0, le=1.0)
     dlr_delay_ms: float = Field(default=50.0, ge=0.0)
     dlr_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
-    display_rate: float = Field(default=0.8, ge=0.0, le=1.0)
+    display_rate: float = Field(default=0.8, ge=0.0, le=1.0)  # rich messages: P(DISPLAYED)
+    review_delay_ms: float = Field(default=100.0, ge=0.0)  # vendors: template review verdicts
+    review_reject_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 def load_behaviours(path: Path | None) -> dict[str, Behaviour]:

@@ -1,4 +1,8 @@
-"""Delivery reports on their way back to the gateway: scheduled, batched, signed, retried."""
+"""Callbacks on their way back to the gateway: scheduled, batched, signed, retried.
+
+Delivery reports, delivery events and review verdicts all go this way; each
+batch holds one kind (``Event.envelope``) for one callback URL.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,13 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
 import aiohttp
 import structlog
 
-from providers.mock.state import utc_now
+from providers.mock.events import Event
 from providers.signing import sign
 
 log = structlog.get_logger(__name__)
@@ -25,21 +28,12 @@ MAX_BACKOFF_S = 5.0
 MAX_ATTEMPTS = 20
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
-    """One delivery report, decided when the message was accepted."""
-
-    client_ref: str
-    msg_id: str
-    status: str  # "DELIVRD" or "UNDELIV"
-    error_code: str | None = None
-
-
-Destination = tuple[str, str]  # (provider, callback_url)
+Destination = tuple[str, str, str]  # (provider, callback_url, envelope)
+FollowUp = tuple[float, Event]  # (delay in seconds after the first is due, event)
 
 
 class ReportOutbox:
-    """Holds reports until due, then POSTs them in batches of up to 100 per callback URL.
+    """Holds events until due, then POSTs them in batches of up to 100 per callback URL and kind.
 
     A background task flushes every 50 ms, or at once when 100 are pending for
     one URL. A failed batch is retried with backoff (0.2 s doubling to 5 s, 20
@@ -66,10 +60,10 @@ class ReportOutbox:
         self._flusher: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._flusher = asyncio.create_task(self._run(), name="mock-dlr-flusher")
+        self._flusher = asyncio.create_task(self._run(), name="mock-callback-flusher")
 
     async def close(self) -> None:
-        """Cancel timers, the flusher and every delivery in flight; pending reports are lost."""
+        """Cancel timers, the flusher and every delivery in flight; pending events are lost."""
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -80,28 +74,36 @@ class ReportOutbox:
         self._tasks.clear()
         self._flusher = None
 
-    def schedule(self, delay_s: float, provider: str, callback_url: str, report: Report) -> None:
-        """Queue ``report`` for ``callback_url`` after ``delay_s`` seconds."""
+    def schedule(
+        self,
+        delay_s: float,
+        provider: str,
+        callback_url: str,
+        event: Event,
+        *,
+        then: FollowUp | None = None,
+    ) -> None:
+        """Queue ``event`` for ``callback_url`` after ``delay_s`` seconds.
+
+        ``then`` is queued once ``event`` is due, after its own delay, so it is
+        never sent before ``event`` is (e.g. DISPLAYED after DELIVERED).
+        """
         key = next(self._ids)
         loop = asyncio.get_running_loop()
         self._timers[key] = loop.call_later(
-            delay_s, self._due, key, (provider, callback_url), report
+            delay_s, self._due, key, provider, callback_url, event, then
         )
 
-    def _due(self, key: int, dest: Destination, report: Report) -> None:
+    def _due(
+        self, key: int, provider: str, callback_url: str, event: Event, then: FollowUp | None
+    ) -> None:
         self._timers.pop(key, None)
-        pending = self._pending.setdefault(dest, [])
-        pending.append(
-            {
-                "client_ref": report.client_ref,
-                "msg_id": report.msg_id,
-                "status": report.status,
-                "error_code": report.error_code,
-                "done_at": utc_now(),
-            }
-        )
+        pending = self._pending.setdefault((provider, callback_url, event.envelope), [])
+        pending.append(event.render())
         if len(pending) >= BATCH_SIZE:
             self._wake.set()
+        if then is not None:
+            self.schedule(then[0], provider, callback_url, then[1])
 
     async def _run(self) -> None:
         while True:
@@ -112,15 +114,15 @@ class ReportOutbox:
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, {}
-        for dest, reports in pending.items():
-            for i in range(0, len(reports), BATCH_SIZE):
-                task = asyncio.create_task(self._deliver(dest, reports[i : i + BATCH_SIZE]))
+        for dest, items in pending.items():
+            for i in range(0, len(items), BATCH_SIZE):
+                task = asyncio.create_task(self._deliver(dest, items[i : i + BATCH_SIZE]))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, dest: Destination, reports: list[dict[str, Any]]) -> None:
-        provider, url = dest
-        body = json.dumps({"reports": reports}).encode()
+    async def _deliver(self, dest: Destination, items: list[dict[str, Any]]) -> None:
+        provider, url, envelope = dest
+        body = json.dumps({envelope: items}).encode()
         headers = {
             "Content-Type": "application/json",
             "X-Signature": sign(self._secret_for(provider), body),
@@ -136,9 +138,16 @@ class ReportOutbox:
                 problem = type(exc).__name__
             if attempt == MAX_ATTEMPTS:
                 break
-            log.debug("dlr_retry", provider=provider, attempt=attempt, problem=problem)
+            log.debug(
+                "callback_retry", provider=provider, kind=envelope, attempt=attempt, problem=problem
+            )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
         log.warning(
-            "dlr_dropped", provider=provider, url=url, reports=len(reports), problem=problem
+            "callback_dropped",
+            provider=provider,
+            kind=envelope,
+            url=url,
+            items=len(items),
+            problem=problem,
         )

@@ -65,8 +65,15 @@ class MockState:
     callback_bases: dict[str, str] = field(default_factory=dict)
     _seen: dict[tuple[str, str], str] = field(default_factory=dict)
 
-    def accept(self, provider: str, client_ref: str, to: str, text: str) -> Accepted:
-        """Take one message; a ``client_ref`` seen before keeps its id and is not re-delivered."""
+    def accept(
+        self, provider: str, client_ref: str, to: str, route: str, content: dict[str, Any]
+    ) -> Accepted:
+        """Take one message; a ``client_ref`` seen before keeps its id and is not re-delivered.
+
+        ``client_ref`` is deduped per provider across its routes (a carrier's SMS
+        and 5G messages share one id space); ``content`` (``text``, ``message`` or
+        ``card`` and ``template_ref``) is what the phone's inbox records.
+        """
         counts = self.counts[provider]
         counts.submitted += 1
         known = self._seen.get((provider, client_ref))
@@ -80,7 +87,8 @@ class MockState:
                 "provider": provider,
                 "client_ref": client_ref,
                 "msg_id": msg_id,
-                "text": text,
+                "route": route,
+                **content,
                 "at": utc_now(),
             }
         )

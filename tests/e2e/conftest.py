@@ -35,8 +35,13 @@ def wait_http(url: str, timeout_s: float = 20.0) -> None:
     raise TimeoutError(url)
 
 
-def call(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         raw: bytes | None = None) -> tuple[int, Any]:  # fmt: skip
+def call(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, Any]:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if body is not None:
@@ -59,8 +64,13 @@ class Stack:
     def tenant(self, tenant_id: str) -> dict[str, str]:
         out = subprocess.run(
             [sys.executable, "-m", "gateway", "tenant", "create", tenant_id],
-            env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
+            env=self.env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         return json.loads(out.stdout)
 
 
@@ -72,17 +82,21 @@ def _stack(tmp_path: Path) -> Iterator[Stack]:
         "[cmcc]\ndlr_delay_ms = 20\n[cucc]\ndlr_delay_ms = 20\n[ctcc]\ndlr_delay_ms = 20\n"
     )
     env = dict(
-        os.environ, GATEWAY_PORT=str(port), GATEWAY_MOCK_PORT=str(mock_port),
-        GATEWAY_MOCK_CONFIG=str(config), GATEWAY_LOG_LEVEL="warning",
+        os.environ,
+        GATEWAY_PORT=str(port),
+        GATEWAY_MOCK_PORT=str(mock_port),
+        GATEWAY_MOCK_CONFIG=str(config),
+        GATEWAY_LOG_LEVEL="warning",
         PYTHONPATH=str(Path(__file__).resolve().parents[2]),
-    )  # fmt: skip
+    )
     mock = subprocess.Popen([sys.executable, "-m", "providers", "serve"], env=env, cwd=tmp_path)
     gateway = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=tmp_path)
     try:
         wait_http(f"http://127.0.0.1:{mock_port}/healthz")
         wait_http(f"http://127.0.0.1:{port}/readyz")
-        yield Stack(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{mock_port}", env, tmp_path,
-                    gateway)  # fmt: skip
+        yield Stack(
+            f"http://127.0.0.1:{port}", f"http://127.0.0.1:{mock_port}", env, tmp_path, gateway
+        )
     finally:
         for proc in (gateway, mock):
             if proc.poll() is None:

@@ -9,12 +9,17 @@ from typing import Any
 from tests.e2e.conftest import Stack, call
 
 TEMPLATE = {
-    "brand_id": "icbc", "category": "transactional", "kind": "otp",
+    "brand_id": "icbc",
+    "category": "transactional",
+    "kind": "otp",
     "variables": {"code": {"type": "string", "pattern": "[0-9]{6}"}},
-    "card": {"title": "验证码", "code": "{{ code }}",
-             "buttons": [{"label": "复制", "action": {"type": "copy_code", "code": "{{ code }}"}}]},
+    "card": {
+        "title": "验证码",
+        "code": "{{ code }}",
+        "buttons": [{"label": "复制", "action": {"type": "copy_code", "code": "{{ code }}"}}],
+    },
     "fallback_text": "您的验证码{{ code }}，5分钟内有效。",
-}  # fmt: skip
+}
 
 
 def _setup(stack: Stack) -> dict[str, str]:
@@ -41,9 +46,12 @@ def test_a_send_is_delivered_end_to_end(stack: Stack) -> None:
     sends = [("13812345678", "cmcc"), ("13012345678", "cucc"), ("18912345678", "ctcc")]
     ids = []
     for number, _ in sends:
-        status, body = call("POST", f"{stack.base}/v1/messages",
-                            {"to": number, "template_id": "otp", "variables": {"code": "123456"}},
-                            auth | {"Idempotency-Key": f"otp-{number}"})  # fmt: skip
+        status, body = call(
+            "POST",
+            f"{stack.base}/v1/messages",
+            {"to": number, "template_id": "otp", "variables": {"code": "123456"}},
+            auth | {"Idempotency-Key": f"otp-{number}"},
+        )
         assert status == 202 and body["status"] == "accepted"
         ids.append(body["message_id"])
     msgs = _wait_status(stack, auth, ids, "delivered")
@@ -61,8 +69,12 @@ def test_a_send_is_delivered_end_to_end(stack: Stack) -> None:
 
 def test_forged_report_is_refused_by_the_running_gateway(stack: Stack) -> None:
     """An unsigned report to the real service is a 401 problem."""
-    status, body = call("POST", f"{stack.base}/callbacks/cmcc/dlr",
-                        raw=b'{"reports": []}', headers={"X-Signature": "00"})  # fmt: skip
+    status, body = call(
+        "POST",
+        f"{stack.base}/callbacks/cmcc/dlr",
+        raw=b'{"reports": []}',
+        headers={"X-Signature": "00"},
+    )
     assert status == 401 and body["status"] == 401
 
 
@@ -70,11 +82,14 @@ def test_sigterm_drains_and_exits_cleanly(stack: Stack) -> None:
     """SIGTERM stops the gateway gracefully: exit code 0, nothing accepted is lost."""
     auth = _setup(stack)
     ids = [
-        call("POST", f"{stack.base}/v1/messages",
-             {"to": f"138{i:08d}", "template_id": "otp", "variables": {"code": "654321"}}, auth)[1][
-            "message_id"]
+        call(
+            "POST",
+            f"{stack.base}/v1/messages",
+            {"to": f"138{i:08d}", "template_id": "otp", "variables": {"code": "654321"}},
+            auth,
+        )[1]["message_id"]
         for i in range(50)
-    ]  # fmt: skip
+    ]
     stack.gateway.send_signal(signal.SIGTERM)
     assert stack.gateway.wait(timeout=30) == 0
     import sqlite3

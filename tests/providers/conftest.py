@@ -1,4 +1,4 @@
-"""Fixtures for the mock providers and the carrier adapter: a mock app and a callback sink."""
+"""Fixtures for the mock providers and their clients: mock apps, a callback sink, secrets."""
 
 from __future__ import annotations
 
@@ -47,6 +47,13 @@ class Sink:
     async def next(self, timeout_s: float = 2.0) -> Callback:
         return await asyncio.wait_for(self.received.get(), timeout_s)
 
+    async def items(self, envelope: str, count: int, timeout_s: float = 2.0) -> list[Any]:
+        """The first ``count`` items under ``envelope``, over as many callbacks as it takes."""
+        found: list[Any] = []
+        while len(found) < count:
+            found.extend((await self.next(timeout_s)).json()[envelope])
+        return found
+
 
 @pytest.fixture(name="settings")
 def _settings(tmp_path: Path) -> MockSettings:
@@ -81,6 +88,52 @@ def _mock(
     return start
 
 
+Behaviours = dict[str, dict[str, Any]]
+
+
+@pytest.fixture(name="secret_of")
+def _secret_of(master: bytes) -> Callable[[str], bytes]:
+    """Any provider's secret, as the mock derives it."""
+    return lambda name: provider_secret(master, name)
+
+
+@pytest.fixture(name="mock_app")
+def _mock_app(
+    settings: MockSettings,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+) -> Callable[[Behaviours], Awaitable[TestClient[web.Request, web.Application]]]:
+    """Start the mock app with each named provider behaving as its dict says.
+
+    Delivery and review delays default to 1 ms so tests do not wait.
+    """
+
+    async def start(behaviours: Behaviours) -> TestClient[web.Request, web.Application]:
+        made = {
+            name: Behaviour(**{"dlr_delay_ms": 1, "review_delay_ms": 1, **b})
+            for name, b in behaviours.items()
+        }
+        return await aiohttp_client(create_mock_app(settings, made, rng=random.Random(11)))
+
+    return start
+
+
+@pytest.fixture(name="serve_mock_app")
+def _serve_mock_app(
+    settings: MockSettings, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> Callable[[Behaviours], Awaitable[str]]:
+    """Serve the real mock app (providers behaving as told, 1 ms delays); returns its base URL."""
+
+    async def start(behaviours: Behaviours) -> str:
+        made = {
+            name: Behaviour(**{"dlr_delay_ms": 1, "review_delay_ms": 1, **b})
+            for name, b in behaviours.items()
+        }
+        server = await aiohttp_server(create_mock_app(settings, made, rng=random.Random(5)))
+        return str(server.make_url("")).rstrip("/")
+
+    return start
+
+
 @pytest.fixture(name="sink")
 async def _sink(
     aiohttp_server: Callable[..., Awaitable[TestServer]],
@@ -98,6 +151,42 @@ async def _sink(
     app.router.add_post("/{tail:.*}", record)
     sink = Sink(await aiohttp_server(app))
     yield sink
+
+
+@dataclass
+class Scripted:
+    """A stand-in provider that records each request and answers as scripted per path."""
+
+    server: TestServer
+    requests: list[tuple[str, Any]] = field(default_factory=list)
+    answers: dict[str, Callable[[Any], tuple[int, Any]]] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+    def bodies(self, path: str) -> list[Any]:
+        return [body for p, body in self.requests if p == path]
+
+
+@pytest.fixture(name="scripted")
+async def _scripted(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Scripted:
+    app = web.Application()
+    scripted: Scripted | None = None
+
+    async def answer(request: web.Request) -> web.Response:
+        assert scripted is not None
+        body = await request.json()
+        scripted.requests.append((request.path, body))
+        script = scripted.answers.get(request.path)
+        if script is None:
+            return web.json_response({"error": "unscripted"}, status=404)
+        status, payload = script(body)
+        return web.json_response(payload, status=status)
+
+    app.router.add_post("/{tail:.*}", answer)
+    scripted = Scripted(await aiohttp_server(app))
+    return scripted
 
 
 @pytest.fixture(name="session")

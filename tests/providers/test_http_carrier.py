@@ -17,6 +17,7 @@ from providers.mock.config import Behaviour
 from providers.mock.server import create_mock_app
 from providers.settings import MockSettings
 from providers.signing import provider_secret
+from tests.providers.phones import rcs_phone
 
 PHONE = "+8613812345678"
 
@@ -53,10 +54,15 @@ def _carrier(
     return start
 
 
-async def test_http_carrier_satisfies_the_provider_port(carrier) -> None:
-    """It has the shape the dispatcher expects of an SMS provider."""
+async def test_http_carrier_carries_sms_and_rich_messages(carrier) -> None:
+    """It has the shape the dispatcher expects of a carrier: both carrier routes."""
     cmcc: Provider = await carrier()
-    assert (cmcc.name, cmcc.routes, cmcc.max_batch) == ("cmcc", frozenset({"sms"}), 100)
+    assert (cmcc.name, cmcc.routes, cmcc.max_batch) == (
+        "cmcc",
+        frozenset({"sms", "carrier_rich"}),
+        100,
+    )
+    assert HttpCarrier.max_lookup == 10_000
     await cmcc.close()
 
 
@@ -193,3 +199,123 @@ async def test_malformed_inbound_is_a_value_error(session, body: bytes) -> None:
     cmcc = HttpCarrier("cmcc", "http://unused", b"k", session)
     with pytest.raises(ValueError, match="malformed"):
         cmcc.parse_inbound(body)
+
+
+# 5G rich messages
+
+MESSAGE = {"messageList": [{"contentType": "text/plain", "contentText": "账单已出"}]}
+
+
+def rich(message_id: str, to: str, payload: dict[str, Any] | None = MESSAGE) -> Submission:
+    return Submission(message_id, to, "carrier_rich", f"text {message_id}", payload)
+
+
+async def test_mixed_batch_is_routed_by_route(serve_mock, master, sink, session) -> None:
+    """SMS goes to /sms/batch with its text, rich to /rcs/batch with its payload; order kept."""
+    base_url = await serve_mock(capability_share=1.0)
+    cmcc = HttpCarrier("cmcc", base_url, provider_secret(master, "cmcc"), session)
+    batch = [rich("r1", PHONE), sms("s1"), rich("r2", PHONE)]
+    outcomes = await cmcc.submit(batch, sink.url("/cb"))
+    assert [o.message_id for o in outcomes] == ["r1", "s1", "r2"]
+    assert all(o.provider_ref and o.error is None for o in outcomes)
+    async with session.get(f"{base_url}/_mock/inbox", params={"to": PHONE}) as resp:
+        inbox = {m["client_ref"]: m for m in (await resp.json())["messages"]}
+    assert (inbox["s1"]["route"], inbox["s1"]["text"]) == ("sms", "hi s1")
+    assert (inbox["r1"]["route"], inbox["r1"]["message"]) == ("carrier_rich", MESSAGE)
+    assert "text" not in inbox["r1"]
+    async with session.get(f"{base_url}/_mock/stats") as resp:
+        assert (await resp.json())["cmcc"] == {"submitted": 3, "distinct": 3}
+
+
+async def test_rich_message_to_an_incapable_phone_is_not_capable(
+    serve_mock, master, sink, session
+) -> None:
+    """A phone without 5G messaging is a permanent per-message 'not_capable'."""
+    cmcc = HttpCarrier("cmcc", await serve_mock(), provider_secret(master, "cmcc"), session)
+    yes, no = rcs_phone(capable=True), rcs_phone(capable=False)
+    ok, refused = await cmcc.submit([rich("r1", yes), rich("r2", no)], sink.url("/cb"))
+    assert ok.provider_ref and ok.error is None
+    assert isinstance(refused.error, PermanentProviderError)
+    assert refused.error.code == "not_capable"
+
+
+async def test_rich_submission_without_payload_fails_unsent(scripted, session, sink) -> None:
+    """A carrier_rich submission without a payload is refused locally; the rest are sent."""
+    scripted.answers["/cmcc/v1/rcs/batch"] = lambda body: (200, {"results": [
+        {"client_ref": m["client_ref"], "msg_id": "x", "status": "accepted"} for m in body["messages"]
+    ]})  # fmt: skip
+    cmcc = HttpCarrier("cmcc", scripted.base_url, b"k", session)
+    missing, sent = await cmcc.submit([rich("r1", PHONE, None), rich("r2", PHONE)], sink.url("/cb"))
+    assert isinstance(missing.error, PermanentProviderError)
+    assert missing.error.code == "missing_payload"
+    assert sent.provider_ref == "x"
+    (body,) = scripted.bodies("/cmcc/v1/rcs/batch")
+    assert [m["client_ref"] for m in body["messages"]] == ["r2"]
+
+
+async def test_failure_of_one_route_in_a_mixed_batch_stays_with_its_messages(
+    scripted, session, sink
+) -> None:
+    """If the rich part fails wholesale, its messages carry the error; the SMS part is kept."""
+    scripted.answers["/cmcc/v1/sms/batch"] = lambda body: (200, {"results": [
+        {"client_ref": m["client_ref"], "msg_id": "sms-1", "status": "accepted"} for m in body["messages"]
+    ]})  # fmt: skip
+    scripted.answers["/cmcc/v1/rcs/batch"] = lambda body: (503, {"error": "down"})
+    cmcc = HttpCarrier("cmcc", scripted.base_url, b"k", session)
+    r1, s1 = await cmcc.submit([rich("r1", PHONE), sms("s1")], sink.url("/cb"))
+    assert isinstance(r1.error, RetryableProviderError) and r1.error.code == "unavailable"
+    assert (s1.provider_ref, s1.error) == ("sms-1", None)
+
+
+async def test_single_route_failure_still_raises(scripted, session, sink) -> None:
+    """A batch of one route fails as a whole, as the port says."""
+    scripted.answers["/cmcc/v1/rcs/batch"] = lambda body: (503, {"error": "down"})
+    cmcc = HttpCarrier("cmcc", scripted.base_url, b"k", session)
+    with pytest.raises(RetryableProviderError):
+        await cmcc.submit([rich("r1", PHONE)], sink.url("/cb"))
+
+
+async def test_foreign_route_is_a_programming_error(carrier, sink) -> None:
+    """A carrier does not carry vendor cards."""
+    cmcc = await carrier()
+    card = Submission("v1", PHONE, "vendor_card", "t", {"title": "x"})
+    with pytest.raises(ValueError, match="vendor_card"):
+        await cmcc.submit([card], sink.url("/cb"))
+
+
+async def test_displayed_receipt_parses_as_displayed(carrier, sink) -> None:
+    """A rich message's DELIVRD and DISPLAYED reports read as delivered and displayed."""
+    cmcc = await carrier(capability_share=1.0, display_rate=1.0)
+    (outcome,) = await cmcc.submit([rich("r1", PHONE)], sink.url("/cb"))
+    reports = []
+    while len(reports) < 2:
+        callback = await sink.next()
+        assert cmcc.verify(callback.body, callback.signature)
+        reports += cmcc.parse_reports(callback.body)
+    assert [(r.message_id, r.provider_ref, r.status) for r in reports] == [
+        ("r1", outcome.provider_ref, "delivered"),
+        ("r1", outcome.provider_ref, "displayed"),
+    ]
+
+
+async def test_lookup_capability_asks_the_carrier(carrier) -> None:
+    """Answers are keyed by the numbers given, and agree with the carrier's rule."""
+    cmcc = await carrier()
+    yes, no = rcs_phone(capable=True), rcs_phone(capable=False)
+    assert await cmcc.lookup_capability([yes, no, yes]) == {yes: True, no: False}
+    assert await cmcc.lookup_capability([]) == {}
+
+
+async def test_lookup_over_the_limit_is_a_programming_error(session) -> None:
+    cmcc = HttpCarrier("cmcc", "http://unused", b"k", session)
+    with pytest.raises(ValueError, match="10001"):
+        await cmcc.lookup_capability([PHONE] * 10_001)
+
+
+async def test_lookup_with_a_missing_answer_is_retryable(scripted, session) -> None:
+    """A capability answer that leaves a number out is a retryable bad_response."""
+    scripted.answers["/cmcc/v1/rcs/capability"] = lambda body: (200, {"results": {}})
+    cmcc = HttpCarrier("cmcc", scripted.base_url, b"k", session)
+    with pytest.raises(RetryableProviderError) as caught:
+        await cmcc.lookup_capability([PHONE])
+    assert caught.value.code == "bad_response"
