@@ -102,3 +102,33 @@ def test_sigterm_drains_and_exits_cleanly(stack: Stack) -> None:
     _, stats = call("GET", f"{stack.mock}/_mock/stats")
     # every accepted message was either handed to the carrier or is still queued for the next start
     assert stats["cmcc"]["distinct"] + len(queued) >= len(ids)
+
+
+def _reviews(
+    stack: Stack, auth: dict[str, str], template_id: str, want: set[str]
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while True:
+        template = call("GET", f"{stack.base}/v1/templates/{template_id}", headers=auth)[1]
+        states = {r["state"] for r in template["reviews"].values()}
+        if states <= want or time.monotonic() > deadline:
+            return dict(template["reviews"])
+        time.sleep(0.2)
+
+
+def test_vendors_review_each_version(stack: Stack) -> None:
+    """A template is reviewed by the real mock vendors: a clean card is approved by every
+    vendor that can show it; one claiming guaranteed returns is rejected, with the reason."""
+    auth = _setup(stack)
+    reviews = _reviews(stack, auth, "otp", {"approved", "rejected", "not_applicable"})
+    assert {v["state"] for v in reviews.values()} == {"approved"}, reviews
+    bad = dict(
+        TEMPLATE,
+        category="marketing",
+        kind="standard",
+        card={"title": "保本理财，稳赚不赔", "body": "{{ code }}"},
+    )
+    assert call("PUT", f"{stack.base}/v1/templates/promo", bad, auth)[0] == 200
+    reviews = _reviews(stack, auth, "promo", {"approved", "rejected", "not_applicable"})
+    assert {v["state"] for v in reviews.values()} == {"rejected"}
+    assert all(v["reason"].startswith("banned_claim") for v in reviews.values())
