@@ -11,7 +11,7 @@ from typing import cast
 import aiohttp
 from aiohttp import web
 
-from gateway.api import callbacks, catalog, messages, ops
+from gateway.api import callbacks, catalog, messages, ops, routing
 from gateway.api.endpoints import register
 from gateway.api.middlewares import observe
 from gateway.clock import Clock, SystemClock
@@ -63,6 +63,7 @@ def create_app(
     catalog_ = Catalog(store, clock, reviewers=reviewer_names)
     review_submitter = ReviewSubmitter(store, catalog_, reviewers, clock, settings.base_url)
     catalog_.on_review_needed = review_submitter.wake
+    dispatcher.approvals = catalog_
     services = Services(
         settings=settings,
         store=store,
@@ -80,7 +81,14 @@ def create_app(
 
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
     app[SERVICES] = services
-    register(app, messages.ENDPOINTS + catalog.ENDPOINTS + callbacks.ENDPOINTS + ops.ENDPOINTS)
+    register(
+        app,
+        messages.ENDPOINTS
+        + catalog.ENDPOINTS
+        + routing.ENDPOINTS
+        + callbacks.ENDPOINTS
+        + ops.ENDPOINTS,
+    )
 
     async def storage(_: web.Application) -> AsyncIterator[None]:
         await store.open()

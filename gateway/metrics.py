@@ -53,11 +53,37 @@ class Metrics:
             ["provider", "result"],
             registry=self.registry,
         )
+        self.provider_circuit = Gauge(
+            "gateway_provider_circuit_open",
+            "1 while a provider's circuit is open or half-open",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.provider_success = Gauge(
+            "gateway_provider_success_ratio",
+            "Share of recent submissions a provider accepted",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.provider_rate = Gauge(
+            "gateway_provider_rate_per_second",
+            "Messages submitted to a provider per second, last 10 s",
+            ["provider"],
+            registry=self.registry,
+        )
         self.inflight = Gauge(
             "gateway_dispatch_inflight", "Provider submissions in flight", registry=self.registry
         )
 
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def update_providers(self, views: list[dict[str, Any]]) -> None:
+        for v in views:
+            name = v["provider"]
+            self.provider_circuit.labels(name).set(0 if v["circuit"] == "closed" else 1)
+            if v["success_rate"] is not None:
+                self.provider_success.labels(name).set(v["success_rate"])
+            self.provider_rate.labels(name).set(v["rate_per_s"])
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Counts a request; the labelled children are cached (``labels()`` is not free)."""

@@ -42,6 +42,19 @@ class Settings(BaseSettings):
     retry_max_s: float = 300.0
     max_attempts: int = 12
 
+    rich_timeout_s: float = Field(
+        default=120.0, description="no report from a rich route by then: send the SMS"
+    )
+    circuit_threshold: int = 5
+    circuit_cooldown_s: float = 10.0
+    provider_rate_per_s: float = Field(
+        default=5000.0, description="messages per second per provider, unless overridden"
+    )
+    provider_rates: dict[str, float] = Field(
+        default_factory=dict, description='per provider, e.g. {"cmcc": 200}'
+    )
+    capability_ttl_s: float = 86400.0
+
     idempotency_ttl_s: float = 48 * 3600
     checkpoint_interval_s: float = 1.0
     drain_timeout_s: float = 20.0

@@ -23,6 +23,8 @@ async def delivery_reports(request: web.Request) -> web.Response:
         request.headers.get("X-Signature"),
     )
     applied = sum(1 for r in results if r.applied)
+    if any(r.status == "rerouted" for r in results):
+        services.dispatcher.wake()  # a rich route failed: its SMS fallback goes now
     return respond({"received": len(results), "applied": applied})
 
 

@@ -46,7 +46,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[SERVICES].metrics.registry)
+    services = request.app[SERVICES]
+    services.metrics.update_providers(services.dispatcher.provider_views())
+    body = generate_latest(services.metrics.registry)
     response = web.Response(body=body)
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return response

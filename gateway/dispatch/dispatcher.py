@@ -1,10 +1,16 @@
 """The dispatcher: drains the durable queue into providers, at least once, never losing one.
 
-A loop claims due messages in batches (a lease, so a crash hands them back),
-routes each, groups them per provider into that provider's batch size and
-submits the batches concurrently, bounded. Each outcome (submitted, retry
-later, failed, expired, suppressed) is recorded in one write per batch. Only
-this module decides to retry: providers just say what happened.
+A loop claims due messages in batches (a lease: a crash hands them back), plans each
+one's route (carrier from the number, handset and 5G capability from cached batch
+lookups, the template's vendor approvals, open circuits), groups them per provider
+and route into that provider's batch size, and submits the batches concurrently,
+within each provider's rate. Outcomes are recorded in one write per batch.
+
+Rich routes are opportunistic: when one cannot deliver (not capable, refused, an
+open circuit, a failed or missing delivery report) the message is rerouted to the
+next route, in the end the SMS, with a ``fallback`` event. SMS failures are retried
+with exponential backoff and jitter until the message's TTL runs out. Only this
+module decides to retry: providers just say what happened.
 """
 
 from __future__ import annotations
@@ -14,27 +20,64 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
+from aiolimiter import AsyncLimiter
+
+from cards.targets import route_payload
+from cards.vendors import Skip
 from gateway.clock import Clock
+from gateway.dispatch.capability import CapabilityCache
+from gateway.dispatch.circuit import CircuitBreaker
+from gateway.dispatch.health import ProviderHealth
 from gateway.dispatch.ports import Provider, Submission
 from gateway.domain.messages import (
+    FINAL,
     Expired,
     Failed,
     Outcome,
     QueuedMessage,
+    Reroute,
     Retry,
+    Settled,
     Submitted,
     Suppressed,
 )
 from gateway.domain.retry import backoff
-from gateway.domain.routing import carrier_for
-from gateway.errors import PermanentProviderError, RetryableProviderError
+from gateway.domain.routing import Candidate, Capability, carrier_for, plan_route
+from gateway.errors import PermanentProviderError, ProviderError, RetryableProviderError
 from gateway.logging import get_logger
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.storage.base import Store
 
 log = get_logger("gateway.dispatch")
+
+RICH = frozenset({"vendor_card", "carrier_rich"})
+
+
+class Approvals(Protocol):
+    """Which vendors approved a template version (the catalog answers)."""
+
+    async def approved_vendors(
+        self, tenant_id: str, template_id: str, version: int
+    ) -> frozenset[str]: ...
+
+
+class NoApprovals:
+    async def approved_vendors(
+        self, tenant_id: str, template_id: str, version: int
+    ) -> frozenset[str]:
+        return frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    message: QueuedMessage
+    candidate: Candidate
+    submission: Submission
+    fallbacks: tuple[tuple[str, str], ...]
 
 
 class Dispatcher:
@@ -46,6 +89,7 @@ class Dispatcher:
         settings: Settings,
         metrics: Metrics,
         *,
+        approvals: Approvals | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
@@ -53,12 +97,17 @@ class Dispatcher:
         self._clock = clock
         self._settings = settings
         self._metrics = metrics
+        self.approvals: Approvals = approvals or NoApprovals()
+        self.capabilities = CapabilityCache(providers, clock, ttl_s=settings.capability_ttl_s)
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._stopping = False
         self._slots = asyncio.Semaphore(settings.dispatch_concurrency)
         self._inflight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._health: dict[str, ProviderHealth] = {}
+        self._limiters: dict[str, AsyncLimiter] = {}
+        self._paused_until: dict[str, float] = {}
         self.last_tick = time.monotonic()
 
     # lifecycle ---------------------------------------------------------------------------
@@ -66,6 +115,7 @@ class Dispatcher:
         released = await self._store.release_leases()
         if released:
             log.info("leases_released", count=released)
+        self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="dispatcher")
 
     @property
@@ -87,6 +137,31 @@ class Dispatcher:
                 task.cancel()
             log.info("dispatcher_drained", finished=len(done), abandoned=len(pending))
 
+    # provider state ------------------------------------------------------------------------
+    def health(self, name: str) -> ProviderHealth:
+        h = self._health.get(name)
+        if h is None:
+            breaker = CircuitBreaker(
+                self._clock,
+                threshold=self._settings.circuit_threshold,
+                cooldown_s=self._settings.circuit_cooldown_s,
+            )
+            h = self._health[name] = ProviderHealth(name, breaker)
+        return h
+
+    def provider_views(self) -> list[dict[str, object]]:
+        return [
+            {**self.health(name).view(), "routes": sorted(p.routes), "max_batch": p.max_batch}
+            for name, p in sorted(self._providers.items())
+        ]
+
+    def _limiter(self, name: str) -> AsyncLimiter:
+        limiter = self._limiters.get(name)
+        if limiter is None:
+            rate = self._settings.provider_rates.get(name, self._settings.provider_rate_per_s)
+            limiter = self._limiters[name] = AsyncLimiter(max(1.0, rate), 1.0)
+        return limiter
+
     # the loop ----------------------------------------------------------------------------
     async def _loop(self) -> None:
         while not self._stopping:
@@ -98,9 +173,9 @@ class Dispatcher:
                 await asyncio.sleep(1.0)
                 continue
             if claimed:
-                for chunk_task in self._schedule(claimed):
-                    self._inflight.add(chunk_task)
-                    chunk_task.add_done_callback(self._inflight.discard)
+                task = asyncio.get_running_loop().create_task(self._process(claimed))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
                 # Claim no further ahead than the providers can take before the leases run out.
                 while len(self._inflight) >= 2 * self._settings.dispatch_concurrency:
                     await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
@@ -129,85 +204,196 @@ class Dispatcher:
         """Claims what is due now and dispatches it completely; answers how many were claimed."""
         claimed = await self._claim()
         if claimed:
-            await asyncio.gather(*self._schedule(claimed))
+            await self._process(claimed)
         return len(claimed)
 
-    # routing and submission --------------------------------------------------------------
-    def _schedule(self, claimed: Sequence[QueuedMessage]) -> list[asyncio.Task[None]]:
+    async def _process(self, claimed: Sequence[QueuedMessage]) -> None:
+        try:
+            await self._dispatch(claimed)
+        except Exception:
+            # The leases run out and the messages are claimed again: never lost.
+            log.exception("dispatch_round_failed", count=len(claimed))
+
+    # planning ----------------------------------------------------------------------------
+    async def _dispatch(self, claimed: Sequence[QueuedMessage]) -> None:
         now = self._clock.now()
         immediate: list[Outcome] = []
-        per_provider: dict[str, list[QueuedMessage]] = defaultdict(list)
+        sendable: list[QueuedMessage] = []
         for q in claimed:
-            if q.expires_at <= now:
+            if q.stage == "rich_wait":
+                if q.status == "submitted" and q.route in RICH and q.provider:
+                    immediate.append(
+                        Reroute(q.id, now, q.route, q.provider, "rich_timeout", q.ref_suffix + 1)
+                    )
+                else:
+                    immediate.append(Settled(q.id))
+            elif q.status in FINAL:
+                immediate.append(Settled(q.id))
+            elif q.expires_at <= now:
                 immediate.append(Expired(q.id, now))
-                continue
-            provider = self._route(q)
-            if provider is None:
-                immediate.append(Suppressed(q.id, "no_route", now))
             else:
-                per_provider[provider].append(q)
-        loop = asyncio.get_running_loop()
-        tasks = []
+                sendable.append(q)
+        groups: dict[tuple[str, str], list[_Planned]] = defaultdict(list)
+        for item in await self._plan(sendable, now):
+            if isinstance(item, _Planned):
+                groups[(item.candidate.provider, item.candidate.route)].append(item)
+            else:
+                immediate.append(item)
         if immediate:
-            tasks.append(loop.create_task(self._record(immediate)))
-        for name, messages in per_provider.items():
+            await self._record(immediate)
+        jobs = []
+        for (name, route), items in groups.items():
             size = self._providers[name].max_batch
-            for start in range(0, len(messages), size):
-                tasks.append(loop.create_task(self._submit(name, messages[start : start + size])))
-        return tasks
+            for start in range(0, len(items), size):
+                jobs.append(self._submit(name, route, items[start : start + size]))
+        await asyncio.gather(*jobs)
 
-    def _route(self, q: QueuedMessage) -> str | None:
-        """The SMS route through the number's own carrier (rich routes come later)."""
-        if "sms" not in q.route_pref:
-            return None
-        carrier = carrier_for(q.to)
-        return carrier if carrier in self._providers else None
+    async def _plan(
+        self, messages: Sequence[QueuedMessage], now: float
+    ) -> list[_Planned | Outcome]:
+        if not messages:
+            return []
+        by_tenant: dict[str, list[str]] = defaultdict(list)
+        for q in messages:
+            by_tenant[q.tenant_id].append(q.to)
+        overrides = {t: await self._store.portability(t, nums) for t, nums in by_tenant.items()}
+        carriers = {q.id: carrier_for(q.to, overrides[q.tenant_id]) for q in messages}
+        wants_rich = {
+            q.to: carriers[q.id]
+            for q in messages
+            if q.rendered.card is not None
+            and any(r in RICH and r not in q.exclude for r in q.route_pref)
+        }
+        capabilities: dict[str, Capability] = {}
+        if wants_rich:
+            capabilities = await self.capabilities.resolve(wants_rich)
+        blocked = frozenset(n for n, h in self._health.items() if h.breaker.blocked())
+        out: list[_Planned | Outcome] = []
+        for q in messages:
+            approved: frozenset[str] = frozenset()
+            if q.rendered.card is not None and "vendor_card" in q.route_pref:
+                approved = await self.approvals.approved_vendors(
+                    q.tenant_id, q.template_id, q.template_version
+                )
+            plan = plan_route(
+                q.route_pref,
+                carrier=carriers[q.id] if carriers[q.id] in self._providers else None,
+                capability=capabilities.get(q.to),
+                has_card=q.rendered.card is not None,
+                approved_vendors=approved,
+                open_circuits=blocked,
+                exclude=frozenset(q.exclude),
+            )
+            out.append(self._first_sendable(q, plan.candidates, list(plan.skipped), now))
+        return out
 
-    async def _submit(self, name: str, batch: list[QueuedMessage]) -> None:
+    def _first_sendable(
+        self,
+        q: QueuedMessage,
+        candidates: Sequence[Candidate],
+        skipped: list[tuple[str, str]],
+        now: float,
+    ) -> _Planned | Outcome:
+        for candidate in candidates:
+            payload = None
+            if candidate.route in RICH:
+                assert q.rendered.card is not None
+                try:
+                    payload = route_payload(
+                        candidate.route,
+                        candidate.provider,
+                        q.rendered.card,
+                        q.rendered.kind,
+                        q.rendered.brand,
+                    )
+                except Skip as skip:
+                    skipped.append((candidate.route, skip.reason))
+                    continue
+            chosen = q.route_pref.index(candidate.route)
+            fallbacks = tuple(
+                (route, reason)
+                for route, reason in skipped
+                if route in RICH and reason != "no_card" and q.route_pref.index(route) < chosen
+            )
+            submission = Submission(q.client_ref, q.to, candidate.route, q.rendered.text, payload)  # type: ignore[arg-type]
+            return _Planned(q, candidate, submission, fallbacks)
+        return Suppressed(q.id, "no_route", now)
+
+    # submission --------------------------------------------------------------------------
+    async def _submit(self, name: str, route: str, items: list[_Planned]) -> None:
         provider = self._providers[name]
+        health = self.health(name)
+        now = self._clock.now()
+        paused = self._paused_until.get(name, 0.0) - now
+        if paused > 0 or not health.breaker.allow():
+            reason = "rate_limited" if paused > 0 else "circuit_open"
+            defer = paused if paused > 0 else health.breaker.retry_in()
+            held = RetryableProviderError(reason, defer=max(defer, 0.1))
+            await self._record([self._failure(p, name, route, held, now) for p in items])
+            return
         callback = f"{self._settings.base_url}/callbacks/{name}/dlr"
-        submissions = [Submission(q.id, q.to, "sms", q.rendered.text) for q in batch]
-        attempt = max(q.attempts for q in batch) + 1
+        batch = [p.submission for p in items]
+        attempt = max(p.message.attempts for p in items) + 1
+        error: ProviderError | None = None
+        results = []
         async with self._slots:
+            await self._limiter(name).acquire(min(len(batch), self._limiter(name).max_rate))
             self._metrics.inflight.inc()
             started = time.perf_counter()
             try:
-                results = await provider.submit(submissions, callback)
-                error: Exception | None = None
-            except (RetryableProviderError, PermanentProviderError) as exc:
-                results, error = [], exc
+                results = await provider.submit(batch, callback)
+            except ProviderError as exc:
+                error = exc
             except Exception as exc:  # an adapter bug must not lose messages: retry them
                 log.exception("provider_adapter_error", provider=name)
-                results, error = [], RetryableProviderError("adapter_error", str(exc))
+                error = RetryableProviderError("adapter_error", str(exc))
             finally:
                 self._metrics.inflight.dec()
             elapsed = time.perf_counter() - started
         self._metrics.dispatch_seconds.labels(name).observe(elapsed)
         now = self._clock.now()
+        if isinstance(error, RetryableProviderError) and error.code == "rate_limited":
+            self._paused_until[name] = now + (error.defer or 1.0)
+        elif isinstance(error, RetryableProviderError):
+            health.breaker.failure()
+        else:
+            health.breaker.success()
+        health.record(error is None, elapsed, len(batch))
         outcomes: list[Outcome] = []
         if error is not None:
             outcome = "retry" if isinstance(error, RetryableProviderError) else "failed"
-            outcomes = [self._failure(q, name, error, now) for q in batch]
+            outcomes = [self._failure(p, name, route, error, now) for p in items]
         else:
             outcome = "ok"
-            by_id = {r.message_id: r for r in results}
-            for q in batch:
-                r = by_id.get(q.id)
+            by_ref = {r.message_id: r for r in results}
+            for p in items:
+                r = by_ref.get(p.submission.message_id)
                 if r is None:
-                    outcomes.append(
-                        self._failure(q, name, RetryableProviderError("no_answer"), now)
-                    )
+                    missing = RetryableProviderError("no_answer")
+                    outcomes.append(self._failure(p, name, route, missing, now))
                 elif r.error is not None:
-                    outcomes.append(self._failure(q, name, r.error, now))
+                    if r.error.code == "not_capable":
+                        self.capabilities.forget(p.message.to)
+                    outcomes.append(self._failure(p, name, route, r.error, now))
                 else:
+                    wait = now + self._settings.rich_timeout_s if route in RICH else None
                     outcomes.append(
-                        Submitted(q.id, name, "sms", r.provider_ref, now, q.attempts + 1)
+                        Submitted(
+                            p.message.id,
+                            name,
+                            route,
+                            r.provider_ref,
+                            now,
+                            p.message.attempts + 1,
+                            p.fallbacks,
+                            wait,
+                        )
                     )
         self._metrics.dispatch_attempts.labels(name, outcome).inc()
         log.info(
             "dispatch_attempt",
             provider=name,
-            route="sms",
+            route=route,
             size=len(batch),
             attempt=attempt,
             outcome=outcome,
@@ -216,10 +402,15 @@ class Dispatcher:
         )
         await self._record(outcomes)
 
-    def _failure(self, q: QueuedMessage, provider: str, error: Exception, now: float) -> Outcome:
+    def _failure(
+        self, p: _Planned, provider: str, route: str, error: ProviderError, now: float
+    ) -> Outcome:
+        q = p.message
+        if route in RICH:  # a rich route gives up at once: the next route (in the end SMS) goes
+            return Reroute(q.id, now, route, provider, error.code, q.ref_suffix)
         if isinstance(error, PermanentProviderError):
             return Failed(
-                q.id, error.code, now, provider=provider, route="sms", detail=error.detail
+                q.id, error.code, now, provider=provider, route=route, detail=error.detail
             )
         attempt = q.attempts + 1
         defer = error.defer if isinstance(error, RetryableProviderError) else None
@@ -230,8 +421,7 @@ class Dispatcher:
             defer=defer,
             rng=self._rng,
         )
-        code = error.code if isinstance(error, RetryableProviderError) else type(error).__name__
-        return Retry(q.id, min(now + delay, q.expires_at), now, provider, code, attempt)
+        return Retry(q.id, min(now + delay, q.expires_at), now, provider, error.code, attempt)
 
     async def _record(self, outcomes: list[Outcome]) -> None:
         try:
@@ -240,15 +430,21 @@ class Dispatcher:
             # The leases run out and the messages are claimed again: never lost.
             log.exception("record_outcomes_failed", count=len(outcomes))
             return
+        rerouted = False
         for o in outcomes:
-            self._metrics.messages.labels(_status_of(o)).inc()
+            status = _STATUS_OF.get(type(o))
+            if status:
+                self._metrics.messages.labels(status).inc()
+            rerouted = rerouted or isinstance(o, Reroute)
+        if rerouted:
+            self.wake()
 
 
-def _status_of(o: Outcome) -> str:
-    return {
-        Submitted: "submitted",
-        Retry: "retrying",
-        Failed: "failed",
-        Expired: "expired",
-        Suppressed: "suppressed",
-    }[type(o)]
+_STATUS_OF: dict[type, str] = {
+    Submitted: "submitted",
+    Retry: "retrying",
+    Failed: "failed",
+    Expired: "expired",
+    Suppressed: "suppressed",
+    Reroute: "rerouted",
+}

@@ -155,6 +155,23 @@ class QueuedMessage:
     attempts: int
     expires_at: float
     status: str
+    template_id: str = ""
+    template_version: int = 0
+    stage: str = "send"  # "send", or "rich_wait": a rich route's delivery report is awaited
+    exclude: tuple[str, ...] = ()  # routes this message already gave up on
+    ref_suffix: int = 0  # > 0 once a submission was accepted: fallbacks need a fresh reference
+    route: str | None = None
+    provider: str | None = None
+
+    @property
+    def client_ref(self) -> str:
+        """The reference a provider deduplicates on: the message id, suffixed for a fallback
+        after an accepted rich submission (the same carrier must not see it as a repeat)."""
+        return self.id if not self.ref_suffix else f"{self.id}.{self.ref_suffix}"
+
+
+def message_id_of(client_ref: str) -> str:
+    return client_ref.split(".", 1)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +191,27 @@ class Submitted:
     provider_ref: str | None
     at: float
     attempt: int
+    fallbacks: tuple[tuple[str, str], ...] = ()  # preferred routes passed over: (route, reason)
+    wait_until: float | None = None  # rich routes: fall back to SMS if no report by then
+
+
+@dataclass(frozen=True, slots=True)
+class Reroute:
+    """A rich route gave up on the message: try the next route now, without this one."""
+
+    message_id: str
+    at: float
+    route: str
+    provider: str
+    reason: str
+    ref_suffix: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A rich route's wait ended with the message already final: nothing left to do."""
+
+    message_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,4 +247,15 @@ class Suppressed:
     at: float
 
 
-Outcome = Submitted | Failed | Retry | Expired | Suppressed
+Outcome = Submitted | Failed | Retry | Expired | Suppressed | Reroute | Settled
+
+
+def fallback_event(o: Submitted) -> dict[str, Any]:
+    """One ``fallback`` event for the preferred routes a submission passed over."""
+    (first, reason), *_ = o.fallbacks
+    return {
+        "from": first,
+        "to": o.route,
+        "reason": reason,
+        "skipped": [{"route": r, "reason": why} for r, why in o.fallbacks],
+    }

@@ -17,11 +17,14 @@ from gateway.domain.messages import (
     NewMessage,
     Outcome,
     QueuedMessage,
+    Reroute,
     Retry,
+    Settled,
     Status,
     Submitted,
     Suppressed,
     can_move,
+    fallback_event,
 )
 from gateway.storage.base import (
     AcceptResult,
@@ -39,6 +42,9 @@ class _Queued:
     due_at: float
     lease_until: float = 0.0
     attempts: int = 0
+    stage: str = "send"
+    exclude: tuple[str, ...] = ()
+    ref_suffix: int = 0
 
 
 @dataclass
@@ -65,6 +71,7 @@ class MemoryStore:
         self.reports_seen: set[tuple[str, str, str]] = set()
         self.reviews: dict[tuple[str, str, int, str], ReviewState] = {}
         self.links: dict[str, LinkRecord] = {}
+        self.ported: dict[tuple[str, str], str] = {}
 
     async def open(self) -> None:
         pass
@@ -247,6 +254,13 @@ class MemoryStore:
                     attempts=q.attempts,
                     expires_at=n.expires_at,
                     status=rec.status,
+                    template_id=n.template_id,
+                    template_version=n.template_version,
+                    stage=q.stage,
+                    exclude=q.exclude,
+                    ref_suffix=q.ref_suffix,
+                    route=rec.route,
+                    provider=rec.provider,
                 )
             )
         return sorted(out, key=lambda q: q.id)
@@ -271,7 +285,13 @@ class MemoryStore:
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         for o in outcomes:
             if isinstance(o, Submitted):
-                self.queue.pop(o.message_id, None)
+                if o.fallbacks:
+                    self._event(o.message_id, "fallback", o.at, **fallback_event(o))
+                queued = self.queue.get(o.message_id)
+                if o.wait_until is None or queued is None:
+                    self.queue.pop(o.message_id, None)
+                else:
+                    queued.stage, queued.due_at, queued.lease_until = "rich_wait", o.wait_until, 0.0
                 rec = self.messages[o.message_id]
                 rec.route, rec.provider, rec.provider_ref = o.route, o.provider, o.provider_ref
                 rec.updated_at = o.at
@@ -285,6 +305,18 @@ class MemoryStore:
                     provider_ref=o.provider_ref,
                     attempt=o.attempt,
                 )
+            elif isinstance(o, Reroute):
+                self._reroute(o.message_id, o.route, o.at, o.ref_suffix)
+                self._event(
+                    o.message_id,
+                    "fallback",
+                    o.at,
+                    **{"from": o.route},
+                    provider=o.provider,
+                    reason=o.reason,
+                )
+            elif isinstance(o, Settled):
+                self.queue.pop(o.message_id, None)
             elif isinstance(o, Retry):
                 q = self.queue.get(o.message_id)
                 if q is not None:
@@ -322,6 +354,24 @@ class MemoryStore:
                 if self._move(o.message_id, Status.SUPPRESSED, o.at, reason=o.reason):
                     self._event(o.message_id, "suppressed", o.at, reason=o.reason)
 
+    def _reroute(self, message_id: str, route: str, at: float, ref_suffix: int) -> None:
+        q = self.queue.get(message_id) or _Queued(at)
+        excluded = q.exclude if route in q.exclude else (*q.exclude, route)
+        self.queue[message_id] = replace(
+            q, due_at=at, lease_until=0.0, stage="send", exclude=excluded, ref_suffix=ref_suffix
+        )
+
+    async def set_portability(
+        self, tenant_id: str, number: str, carrier: str | None, now: float
+    ) -> None:
+        if carrier is None:
+            self.ported.pop((tenant_id, number), None)
+        else:
+            self.ported[(tenant_id, number)] = carrier
+
+    async def portability(self, tenant_id: str, numbers: Sequence[str]) -> dict[str, str]:
+        return {n: self.ported[(tenant_id, n)] for n in numbers if (tenant_id, n) in self.ported}
+
     async def apply_reports(
         self, provider: str, reports: Sequence[DeliveryReport], now: float
     ) -> list[ReportResult]:
@@ -342,6 +392,26 @@ class MemoryStore:
                 results.append(ReportResult(r.message_id, True, "displayed", tenant))
                 continue
             status = Status.DELIVERED if r.status == "delivered" else Status.FAILED
+            if (
+                status == Status.FAILED
+                and rec.route in ("vendor_card", "carrier_rich")
+                and rec.provider == provider
+                and rec.status == Status.SUBMITTED
+            ):
+                queued = self.queue.get(r.message_id)
+                self._reroute(
+                    r.message_id, rec.route, now, (queued.ref_suffix if queued else 0) + 1
+                )
+                self._event(
+                    r.message_id,
+                    "fallback",
+                    now,
+                    **{"from": rec.route},
+                    provider=provider,
+                    reason=f"dlr_failed:{r.error_code or 'unknown'}",
+                )
+                results.append(ReportResult(r.message_id, True, "rerouted", tenant))
+                continue
             extra: dict[str, Any] = {"reason": r.error_code} if status == Status.FAILED else {}
             if rec.provider is None:
                 extra.update(provider=provider, provider_ref=r.provider_ref)

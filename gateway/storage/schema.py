@@ -111,6 +111,20 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX template_reviews_due ON template_reviews (state, next_at);
     """,
+    # 3: routing: the queue remembers a message's stage and the routes it gave up on;
+    #    tenants override the carrier of ported numbers
+    """
+    ALTER TABLE dispatch_queue ADD COLUMN stage TEXT NOT NULL DEFAULT 'send';
+    ALTER TABLE dispatch_queue ADD COLUMN exclude TEXT NOT NULL DEFAULT '';
+    ALTER TABLE dispatch_queue ADD COLUMN ref_suffix INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE portability (
+        tenant_id   TEXT NOT NULL,
+        number      TEXT NOT NULL,
+        carrier     TEXT NOT NULL,
+        updated_at  REAL NOT NULL,
+        PRIMARY KEY (tenant_id, number)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

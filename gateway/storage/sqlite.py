@@ -22,11 +22,14 @@ from gateway.domain.messages import (
     Outcome,
     QueuedMessage,
     Rendered,
+    Reroute,
     Retry,
+    Settled,
     Status,
     Submitted,
     Suppressed,
     can_move,
+    fallback_event,
 )
 from gateway.storage.base import (
     AcceptResult,
@@ -285,6 +288,38 @@ class SqliteStore:
         )
         return ReviewState(*row) if row else None
 
+    # portability -------------------------------------------------------------------------
+    async def set_portability(
+        self, tenant_id: str, number: str, carrier: str | None, now: float
+    ) -> None:
+        if carrier is None:
+            sql, params = (
+                "DELETE FROM portability WHERE tenant_id = ? AND number = ?",
+                (tenant_id, number),
+            )
+        else:
+            sql = (
+                "INSERT INTO portability (tenant_id, number, carrier, updated_at) VALUES"
+                " (?, ?, ?, ?) ON CONFLICT (tenant_id, number) DO UPDATE SET"
+                " carrier = excluded.carrier, updated_at = excluded.updated_at"
+            )
+            params = (tenant_id, number, carrier, now)  # type: ignore[assignment]
+        await self.writer.run(lambda conn: conn.execute(sql, params))
+
+    async def portability(self, tenant_id: str, numbers: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        numbers = list(numbers)
+        for start in range(0, len(numbers), 500):
+            chunk = numbers[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._all(
+                "SELECT number, carrier FROM portability"
+                f" WHERE tenant_id = ? AND number IN ({marks})",
+                (tenant_id, *chunk),
+            )
+            out.update({r[0]: r[1] for r in rows})
+        return out
+
     # tracked links -----------------------------------------------------------------------
     async def find_link(self, token: str) -> LinkRecord | None:
         row = await self._one(
@@ -433,34 +468,43 @@ class SqliteStore:
             rows = conn.execute(
                 "UPDATE dispatch_queue SET lease_until = ? WHERE message_id IN ("
                 " SELECT message_id FROM dispatch_queue WHERE due_at <= ? AND lease_until <= ?"
-                " ORDER BY due_at LIMIT ?) RETURNING message_id, attempts",
+                " ORDER BY due_at LIMIT ?) RETURNING message_id, attempts, stage, exclude,"
+                " ref_suffix",
                 (lease_until, now, now, limit),
             ).fetchall()
             if not rows:
                 return []
-            attempts = dict(rows)
+            queued = {r[0]: r[1:] for r in rows}
             out: list[QueuedMessage] = []
-            ids = list(attempts)
+            ids = list(queued)
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 for r in conn.execute(
                     "SELECT message_id, tenant_id, to_number, category, rendered, route_pref,"
-                    f" expires_at, status FROM messages WHERE message_id IN ({marks})",
+                    " expires_at, status, template_id, template_version, route, provider"
+                    f" FROM messages WHERE message_id IN ({marks})",
                     chunk,
                 ):
-                    rendered = json.loads(r[4])
+                    attempts, stage, exclude, ref_suffix = queued[r[0]]
                     out.append(
                         QueuedMessage(
                             id=r[0],
                             tenant_id=r[1],
                             to=r[2],
                             category=r[3],
-                            rendered=Rendered.from_dict(rendered),
+                            rendered=Rendered.from_dict(json.loads(r[4])),
                             route_pref=tuple(p for p in r[5].split(",") if p),
-                            attempts=attempts[r[0]],
+                            attempts=attempts,
                             expires_at=r[6],
                             status=r[7],
+                            template_id=r[8],
+                            template_version=r[9],
+                            stage=stage,
+                            exclude=tuple(p for p in exclude.split(",") if p),
+                            ref_suffix=ref_suffix,
+                            route=r[10],
+                            provider=r[11],
                         )
                     )
             out.sort(key=lambda q: q.id)
@@ -509,7 +553,16 @@ def _set_status(
 def _apply_outcomes(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> None:
     for o in outcomes:
         if isinstance(o, Submitted):
-            conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (o.message_id,))
+            if o.fallbacks:
+                _event(conn, o.message_id, "fallback", o.at, **fallback_event(o))
+            if o.wait_until is None:
+                conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (o.message_id,))
+            else:  # a rich route: wait for its report, then fall back
+                conn.execute(
+                    "UPDATE dispatch_queue SET stage = 'rich_wait', due_at = ?, lease_until = 0"
+                    " WHERE message_id = ?",
+                    (o.wait_until, o.message_id),
+                )
             # A fast delivery report may have landed first: keep its status, record the route.
             conn.execute(
                 "UPDATE messages SET route = ?, provider = ?, provider_ref = ?, updated_at = ?"
@@ -527,6 +580,19 @@ def _apply_outcomes(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> No
                 provider_ref=o.provider_ref,
                 attempt=o.attempt,
             )
+        elif isinstance(o, Reroute):
+            _reroute(conn, o.message_id, o.route, o.at, o.ref_suffix)
+            _event(
+                conn,
+                o.message_id,
+                "fallback",
+                o.at,
+                **{"from": o.route},
+                provider=o.provider,
+                reason=o.reason,
+            )
+        elif isinstance(o, Settled):
+            conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (o.message_id,))
         elif isinstance(o, Retry):
             conn.execute(
                 "UPDATE dispatch_queue SET due_at = ?, lease_until = 0, attempts = ?"
@@ -573,13 +639,36 @@ def _apply_outcomes(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> No
                 _event(conn, o.message_id, "suppressed", o.at, reason=o.reason)
 
 
+def _reroute(
+    conn: sqlite3.Connection, message_id: str, route: str, at: float, ref_suffix: int
+) -> None:
+    """Queues the message again, now, for its next route (``route`` excluded)."""
+    row = conn.execute(
+        "SELECT exclude FROM dispatch_queue WHERE message_id = ?", (message_id,)
+    ).fetchone()
+    excluded = [p for p in (row[0] if row else "").split(",") if p]
+    if route not in excluded:
+        excluded.append(route)
+    conn.execute(
+        "INSERT INTO dispatch_queue (message_id, due_at, lease_until, stage, exclude, ref_suffix)"
+        " VALUES (?, ?, 0, 'send', ?, ?) ON CONFLICT (message_id) DO UPDATE SET"
+        " due_at = excluded.due_at, lease_until = 0, stage = 'send', exclude = excluded.exclude,"
+        " ref_suffix = excluded.ref_suffix",
+        (message_id, at, ",".join(excluded), ref_suffix),
+    )
+
+
+RICH_ROUTES = ("vendor_card", "carrier_rich")
+
+
 def _apply_reports(
     conn: sqlite3.Connection, provider: str, reports: Sequence[DeliveryReport], now: float
 ) -> list[ReportResult]:
     results: list[ReportResult] = []
     for r in reports:
         row = conn.execute(
-            "SELECT tenant_id, provider FROM messages WHERE message_id = ?", (r.message_id,)
+            "SELECT tenant_id, provider, route, status FROM messages WHERE message_id = ?",
+            (r.message_id,),
         ).fetchone()
         if row is None:
             results.append(ReportResult(r.message_id, applied=False))
@@ -596,6 +685,28 @@ def _apply_reports(
             results.append(ReportResult(r.message_id, True, "displayed", row[0]))
             continue
         status = Status.DELIVERED if r.status == "delivered" else Status.FAILED
+        if (
+            status == Status.FAILED
+            and row[2] in RICH_ROUTES
+            and row[1] == provider
+            and row[3] == Status.SUBMITTED
+        ):
+            # A rich route could not deliver: not final, the SMS fallback goes next.
+            queued = conn.execute(
+                "SELECT ref_suffix FROM dispatch_queue WHERE message_id = ?", (r.message_id,)
+            ).fetchone()
+            _reroute(conn, r.message_id, row[2], now, (queued[0] if queued else 0) + 1)
+            _event(
+                conn,
+                r.message_id,
+                "fallback",
+                now,
+                **{"from": row[2]},
+                provider=provider,
+                reason=f"dlr_failed:{r.error_code or 'unknown'}",
+            )
+            results.append(ReportResult(r.message_id, True, "rerouted", row[0]))
+            continue
         extra: dict[str, Any] = {"reason": r.error_code} if status == Status.FAILED else {}
         if row[1] is None:
             extra.update(provider=provider, provider_ref=r.provider_ref)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from gateway.clock import Clock
 from gateway.dispatch.ports import Provider
 from gateway.dispatch.reviews import record_verdicts
+from gateway.domain.messages import message_id_of
 from gateway.errors import InvalidInput, NotFound, Unauthenticated
 from gateway.metrics import Metrics
 from gateway.storage.base import ReportResult, Store
@@ -35,7 +37,9 @@ async def receive_reports(
         metrics.reports.labels(name, "forged").inc()
         raise Unauthenticated("bad or missing X-Signature")
     try:
-        reports = provider.parse_reports(body)
+        reports = [
+            replace(r, message_id=message_id_of(r.message_id)) for r in provider.parse_reports(body)
+        ]
     except ValueError as exc:
         raise InvalidInput.field(["body"], f"not a delivery report batch: {exc}") from None
     results = await store.apply_reports(name, reports, clock.now())

@@ -9,7 +9,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from providers.mock.config import PROVIDERS
+from providers.mock.config import PROVIDERS, Behaviour
 from providers.mock.runtime import RUNTIME, SESSION, describe, error
 from providers.mock.state import normalise_number, utc_now
 from providers.signing import sign
@@ -77,3 +77,25 @@ async def send_mo(request: web.Request) -> web.Response:
             return web.json_response({"status": resp.status})
     except (aiohttp.ClientError, TimeoutError) as exc:
         return error(502, f"gateway unreachable at {url}: {type(exc).__name__}")
+
+
+async def set_behaviour(request: web.Request) -> web.Response:
+    """Change one provider's behaviour while running (a provider dies, then recovers).
+
+    Body: ``{"provider": "huawei", "failure_rate": 1.0, …}`` with any ``Behaviour`` keys;
+    the rest stay as they were. Answers the provider's behaviour now.
+    """
+    rt = request.app[RUNTIME]
+    try:
+        data = json.loads(await request.read())
+        name = data.pop("provider")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return error(400, "send {\"provider\": name, <behaviour keys>}")
+    if name not in PROVIDERS:
+        return error(400, f"provider: unknown provider {name!r}")
+    try:
+        updated = Behaviour.model_validate(rt.behaviour(name).model_dump() | data)
+    except ValidationError as exc:
+        return error(400, describe(exc))
+    rt.behaviours[name] = updated
+    return web.json_response({name: updated.model_dump()})

@@ -45,6 +45,7 @@ def create_mock_app(
     app.router.add_get("/_mock/inbox", control.inbox)
     app.router.add_post("/_mock/reset", control.reset)
     app.router.add_post("/_mock/mo", control.send_mo)
+    app.router.add_post("/_mock/behaviour", control.set_behaviour)
     app.router.add_get("/healthz", control.healthz)
     return app
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,35 +74,59 @@ class Stack:
         return json.loads(out.stdout)
 
 
-@pytest.fixture(name="stack")
-def _stack(tmp_path: Path) -> Iterator[Stack]:
-    port, mock_port = free_port(), free_port()
-    config = tmp_path / "mock.toml"
-    config.write_text(
-        "[cmcc]\ndlr_delay_ms = 20\n[cucc]\ndlr_delay_ms = 20\n[ctcc]\ndlr_delay_ms = 20\n"
-    )
-    env = dict(
-        os.environ,
-        GATEWAY_PORT=str(port),
-        GATEWAY_MOCK_PORT=str(mock_port),
-        GATEWAY_MOCK_CONFIG=str(config),
-        GATEWAY_LOG_LEVEL="warning",
-        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
-    )
-    mock = subprocess.Popen([sys.executable, "-m", "providers", "serve"], env=env, cwd=tmp_path)
-    gateway = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=tmp_path)
-    try:
+DEFAULT_CONFIG = """
+[cmcc]
+dlr_delay_ms = 20
+[cucc]
+dlr_delay_ms = 20
+[ctcc]
+dlr_delay_ms = 20
+"""
+
+StackFactory = Callable[..., Stack]
+
+
+@pytest.fixture(name="make_stack")
+def _make_stack(tmp_path: Path) -> Iterator[StackFactory]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def make(config: str = DEFAULT_CONFIG, **settings: str) -> Stack:
+        port, mock_port = free_port(), free_port()
+        (tmp_path / "mock.toml").write_text(config)
+        env = dict(
+            os.environ,
+            GATEWAY_PORT=str(port),
+            GATEWAY_MOCK_PORT=str(mock_port),
+            GATEWAY_MOCK_CONFIG=str(tmp_path / "mock.toml"),
+            GATEWAY_LOG_LEVEL="warning",
+            PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+            **{f"GATEWAY_{k.upper()}": v for k, v in settings.items()},
+        )
+        mock = subprocess.Popen([sys.executable, "-m", "providers", "serve"], env=env, cwd=tmp_path)
+        procs.append(mock)
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve"], env=env, cwd=tmp_path
+        )
+        procs.append(gateway)
         wait_http(f"http://127.0.0.1:{mock_port}/healthz")
         wait_http(f"http://127.0.0.1:{port}/readyz")
-        yield Stack(
+        return Stack(
             f"http://127.0.0.1:{port}", f"http://127.0.0.1:{mock_port}", env, tmp_path, gateway
         )
+
+    try:
+        yield make
     finally:
-        for proc in (gateway, mock):
+        for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in (gateway, mock):
+        for proc in procs:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@pytest.fixture(name="stack")
+def _stack(make_stack: StackFactory) -> Stack:
+    return make_stack()

@@ -49,7 +49,7 @@ def test_a_send_is_delivered_end_to_end(stack: Stack) -> None:
         status, body = call(
             "POST",
             f"{stack.base}/v1/messages",
-            {"to": number, "template_id": "otp", "variables": {"code": "123456"}},
+            {"to": number, "template_id": "otp", "variables": {"code": "123456"}, "route": "sms"},
             auth | {"Idempotency-Key": f"otp-{number}"},
         )
         assert status == 202 and body["status"] == "accepted"

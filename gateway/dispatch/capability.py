@@ -1,0 +1,104 @@
+"""What each number's handset and network can show, from batch lookups, cached with a TTL.
+
+Each vendor answers for its own devices (the numbers go out SHA-256-hashed), each
+carrier for 5G rich messaging on its own numbers. A lookup that fails counts as
+"not capable" for that provider and is cached briefly, so a dead provider is asked
+again soon but never holds a message back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.clock import Clock
+from gateway.dispatch.ports import CapabilityProvider
+from gateway.domain.routing import CARRIERS, VENDORS, Capability
+from gateway.logging import get_logger
+
+log = get_logger("gateway.capability")
+
+
+class CapabilityCache:
+    def __init__(
+        self,
+        providers: Mapping[str, Any],
+        clock: Clock,
+        *,
+        ttl_s: float = 86400.0,
+        failure_ttl_s: float = 60.0,
+        max_entries: int = 2_000_000,
+    ) -> None:
+        self._providers = providers
+        self._clock = clock
+        self._ttl_s = ttl_s
+        self._failure_ttl_s = failure_ttl_s
+        self._max = max_entries
+        self._cache: dict[str, tuple[Capability, float]] = {}
+        self.lookups = 0
+
+    def forget(self, number: str) -> None:
+        self._cache.pop(number, None)
+
+    async def resolve(self, numbers: Mapping[str, str | None]) -> dict[str, Capability]:
+        """``numbers`` maps each E.164 number to its carrier; answers every number's capability."""
+        now = self._clock.now()
+        out: dict[str, Capability] = {}
+        missing: dict[str, str | None] = {}
+        for number, carrier in numbers.items():
+            hit = self._cache.get(number)
+            if hit is not None and hit[1] > now:
+                out[number] = hit[0]
+            else:
+                missing[number] = carrier
+        if not missing:
+            return out
+        vendor_answers, carrier_answers, failed = await self._lookup(missing)
+        if len(self._cache) + len(missing) > self._max:
+            self._cache.clear()
+        for number, carrier in missing.items():
+            vendor = next((v for v in VENDORS if vendor_answers.get(v, {}).get(number)), None)
+            rich = bool(carrier and carrier_answers.get(carrier, {}).get(number))
+            capability = Capability(vendor, rich)
+            ttl = self._failure_ttl_s if failed else self._ttl_s
+            self._cache[number] = (capability, now + ttl)
+            out[number] = capability
+        return out
+
+    async def _lookup(
+        self, missing: Mapping[str, str | None]
+    ) -> tuple[dict[str, dict[str, bool]], dict[str, dict[str, bool]], bool]:
+        calls: list[tuple[str, str, list[str]]] = []  # (kind, provider, numbers)
+        for vendor in VENDORS:
+            if hasattr(self._providers.get(vendor), "lookup_capability"):
+                calls.append(("vendor", vendor, list(missing)))
+        by_carrier: dict[str, list[str]] = {}
+        for number, carrier in missing.items():
+            if carrier in CARRIERS and hasattr(self._providers.get(carrier), "lookup_capability"):
+                by_carrier.setdefault(carrier, []).append(number)
+        calls += [("carrier", c, nums) for c, nums in by_carrier.items()]
+
+        async def one(name: str, nums: list[str]) -> dict[str, bool]:
+            provider: CapabilityProvider = self._providers[name]
+            answers: dict[str, bool] = {}
+            for start in range(0, len(nums), provider.max_lookup):
+                answers.update(
+                    await provider.lookup_capability(nums[start : start + provider.max_lookup])
+                )
+            return answers
+
+        self.lookups += len(calls)
+        results = await asyncio.gather(
+            *(one(n, nums) for _, n, nums in calls), return_exceptions=True
+        )
+        vendors: dict[str, dict[str, bool]] = {}
+        carriers: dict[str, dict[str, bool]] = {}
+        failed = False
+        for (kind, name, _), result in zip(calls, results, strict=True):
+            if isinstance(result, BaseException):
+                failed = True
+                log.warning("capability_lookup_failed", provider=name, error=str(result))
+                continue
+            (vendors if kind == "vendor" else carriers)[name] = result
+        return vendors, carriers, failed
