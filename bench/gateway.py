@@ -16,11 +16,17 @@ from bench import procs
 
 TERMINAL = frozenset({"delivered", "failed", "expired", "revoked", "suppressed"})
 
+PROVIDERS = ("cmcc", "cucc", "ctcc", "huawei", "xiaomi", "oppo", "vivo", "honor")
+
+
+def mock_toml(**behaviour: float) -> str:
+    """A ``GATEWAY_MOCK_CONFIG`` giving every provider the same ``behaviour`` keys."""
+    keys = "".join(f"{k} = {v}\n" for k, v in behaviour.items())
+    return "".join(f"[{p}]\n{keys}\n" for p in PROVIDERS)
+
+
 # Zero latency everywhere, delivery reports at once (defaults are otherwise kept).
-MOCK_TOML = "".join(
-    f"[{p}]\nlatency_ms = 0\ndlr_delay_ms = 0\n\n"
-    for p in ("cmcc", "cucc", "ctcc", "huawei", "xiaomi", "oppo", "vivo", "honor")
-)
+MOCK_TOML = mock_toml(latency_ms=0, dlr_delay_ms=0)
 
 
 @dataclass
@@ -40,12 +46,10 @@ class Gateway:
         return self.cwd / "var" / "gateway.db"
 
 
-def start(cwd: Path, *, dispatch: bool, extra_env: dict[str, str] | None = None) -> Gateway:
-    """Starts ``python -m gateway serve --seed-demo`` in ``cwd`` and waits for /readyz.
-
-    The gateway sees none of our ``GATEWAY_*`` variables, only its own and ``extra_env``.
-    """
-    port, mock_port = procs.free_port(), procs.free_port()
+def environment(
+    port: int, mock_port: int, *, dispatch: bool, extra_env: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Our environment without any ``GATEWAY_*``, then the gateway's own and ``extra_env``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(
         GATEWAY_PORT=str(port),
@@ -54,7 +58,21 @@ def start(cwd: Path, *, dispatch: bool, extra_env: dict[str, str] | None = None)
         GATEWAY_LOG_LEVEL="warning",
     )
     env.update(extra_env or {})
-    cmd = [sys.executable, "-m", "gateway", "serve", "--seed-demo"]
+    return env
+
+
+def command() -> list[str]:
+    return [sys.executable, "-m", "gateway", "serve", "--seed-demo"]
+
+
+def start(cwd: Path, *, dispatch: bool, extra_env: dict[str, str] | None = None) -> Gateway:
+    """Starts ``python -m gateway serve --seed-demo`` in ``cwd`` and waits for /readyz.
+
+    The gateway sees none of our ``GATEWAY_*`` variables, only its own and ``extra_env``.
+    """
+    port, mock_port = procs.free_port(), procs.free_port()
+    env = environment(port, mock_port, dispatch=dispatch, extra_env=extra_env)
+    cmd = command()
     if dispatch:
         mock_config = cwd / "mock.toml"
         mock_config.write_text(MOCK_TOML)

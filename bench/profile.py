@@ -12,6 +12,7 @@ samples where a thread was idle.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -33,6 +34,13 @@ def start(pid: int, duration_s: float, out: Path) -> subprocess.Popen[bytes]:
     cmd = [py_spy_path(), "record", "--threads", "--format", "raw", "-r", str(RATE_HZ)]
     cmd += ["-d", str(max(1, round(duration_s))), "--pid", str(pid), "-o", str(out)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Ends a recording early (as Ctrl-C does: py-spy still writes its output), then waits."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    finish(proc)
 
 
 def finish(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
