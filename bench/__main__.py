@@ -1,16 +1,17 @@
-"""``python -m bench [--duration S] [--only hello,send,dispatch] [--repeat N]
-[--profile] [--env K=V]``."""
+"""``python -m bench [--duration S] [--only hello,send,dispatch,drain,render] [--repeat N]
+[--profile] [--env K=V] [--drain-messages N]``."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
-from bench import render, report, scenarios, wrk
+from bench import drain, render, report, scenarios, wrk
 
-SCENARIOS = ("hello", "send", "dispatch", "render")
-WRK_SCENARIOS = ("hello", "send", "dispatch")
+SCENARIOS = ("hello", "send", "dispatch", "drain", "render")
+ROUND_SCENARIOS = ("hello", "send", "dispatch", "drain")
 OUT_DIR = scenarios.ROOT / "bench-results"
 
 
@@ -29,10 +30,19 @@ def _env_pair(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _run(name: str, opts: scenarios.Options) -> scenarios.Outcome:
+def _run(name: str, opts: scenarios.Options, seed: drain.Seed) -> list[scenarios.Outcome]:
     if name == "hello":
-        return scenarios.hello(opts)
-    return scenarios.send(opts, dispatch=name == "dispatch")
+        return [scenarios.hello(opts)]
+    if name == "drain":
+        return drain.run(opts, seed)
+    return [scenarios.send(opts, dispatch=name == "dispatch")]
+
+
+def _round_text(o: scenarios.Outcome) -> str:
+    r = o.result
+    if math.isnan(r.p50_ms):  # drain: messages/s, no latencies
+        return f"{r.rps:,.0f} messages/s"
+    return f"{r.rps:,.0f} req/s p50 {r.p50_ms:.1f} p99 {r.p99_ms:.1f} ms"
 
 
 def _median(done: list[scenarios.Outcome]) -> scenarios.Outcome:
@@ -40,10 +50,7 @@ def _median(done: list[scenarios.Outcome]) -> scenarios.Outcome:
     if len(done) == 1:
         return done[0]
     chosen = sorted(done, key=lambda o: o.result.rps)[(len(done) - 1) // 2]
-    each = "; ".join(
-        f"{o.result.rps:,.0f} req/s p50 {o.result.p50_ms:.1f} p99 {o.result.p99_ms:.1f} ms"
-        for o in done
-    )
+    each = "; ".join(_round_text(o) for o in done)
     chosen.facts.insert(0, f"{len(done)} rounds (the median round is shown): {each}")
     chosen.ok = all(o.ok for o in done)
     if not chosen.ok:
@@ -59,7 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds (10)")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds (3)")
     parser.add_argument(
-        "--only", type=_only, default=list(SCENARIOS), help="comma-separated: hello,send,dispatch"
+        "--only",
+        type=_only,
+        default=list(SCENARIOS),
+        help=f"comma-separated: {','.join(SCENARIOS)} (all)",
+    )
+    parser.add_argument(
+        "--drain-messages",
+        type=int,
+        default=50_000,
+        help="messages queued, then drained, in the drain scenario (50000)",
     )
     parser.add_argument(
         "--profile", action="store_true", help="run py-spy on the server during measured runs"
@@ -79,19 +95,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.duration < 1 or args.warmup < 1 or args.repeat < 1:
         parser.error("--duration and --warmup are whole seconds, at least 1; --repeat too")
+    if not 100 <= args.drain_messages <= 1_000_000:
+        parser.error("--drain-messages: from 100 to 1,000,000")
 
     wrk.ensure_wrk()
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     opts = scenarios.Options(
-        args.duration, args.warmup, out.parent, args.profile, gateway_env=dict(args.env)
+        args.duration,
+        args.warmup,
+        out.parent,
+        args.profile,
+        gateway_env=dict(args.env),
+        drain_messages=args.drain_messages,
     )
-    rounds: dict[str, list[scenarios.Outcome]] = {n: [] for n in WRK_SCENARIOS if n in args.only}
-    for i in range(args.repeat):
-        if args.repeat > 1:
-            print(f"bench: round {i + 1} of {args.repeat}", file=sys.stderr)
-        for name, done in rounds.items():
-            done.append(_run(name, opts))
+    names = [n for n in ROUND_SCENARIOS if n in args.only]
+    rounds: dict[str, list[scenarios.Outcome]] = {}  # by outcome: drain gives two
+    with drain.Seed(args.drain_messages) as seed:
+        for i in range(args.repeat):
+            if args.repeat > 1:
+                print(f"bench: round {i + 1} of {args.repeat}", file=sys.stderr)
+            for name in names:
+                for outcome in _run(name, opts, seed):
+                    rounds.setdefault(outcome.name, []).append(outcome)
     outcomes = [_median(done) for done in rounds.values()]
     text = report.render(outcomes, opts, argv)
     if "render" in args.only:

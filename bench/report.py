@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sqlite3
@@ -46,8 +47,13 @@ def revision() -> str:
     return proc.stdout.strip() or "unknown"
 
 
+def _ms(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:.2f}"
+
+
 def render(outcomes: list[Outcome], opts: Options, argv: list[str]) -> str:
     hello = next((o for o in outcomes if o.name == "hello"), None)
+    drains = [o for o in outcomes if o.name.startswith("drain")]
     lines = [
         "# Benchmark results",
         "",
@@ -58,6 +64,16 @@ def render(outcomes: list[Outcome], opts: Options, argv: list[str]) -> str:
         f"- wrk -t {THREADS} -c {CONNECTIONS} --latency, {opts.warmup_s:.0f} s warm-up, "
         f"{opts.duration_s:.0f} s measured" + (", py-spy attached" if opts.profile else ""),
         *([f"- gateway settings changed: {opts.gateway_env}"] if opts.gateway_env else []),
+        *(
+            [
+                f"- drain: {opts.drain_messages:,} messages queued (dispatcher off), then "
+                "drained by a gateway with its dispatcher on against the mock providers; its "
+                "req/s column is **messages/s** from the queue to provider acknowledgement: "
+                "N / (none `accepted` − `/readyz` 200)"
+            ]
+            if drains
+            else []
+        ),
         "",
         "| scenario | req/s | p50 ms | p99 ms | non-2xx | ratio to hello world |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -65,8 +81,10 @@ def render(outcomes: list[Outcome], opts: Options, argv: list[str]) -> str:
     for o in outcomes:
         r = o.result
         ratio = f"{r.rps / hello.result.rps:.0%}" if hello and hello.result.rps else "n/a"
+        if o in drains:
+            ratio = "—"  # messages/s against requests/s: not comparable
         lines.append(
-            f"| {o.label} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+            f"| {o.label} | {r.rps:,.0f} | {_ms(r.p50_ms)} | {_ms(r.p99_ms)} "
             f"| {r.non_2xx} | {ratio} |"
         )
     lines.append("")

@@ -1,4 +1,7 @@
-"""The three scenarios: hello world, the single-send accept path, and send with dispatch."""
+"""The wrk scenarios: hello world, the single-send accept path, and send with dispatch.
+
+(The drain scenario is ``bench.drain``.)
+"""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ class Options:
     out_dir: Path
     profile: bool = False
     gateway_env: dict[str, str] = field(default_factory=dict)
+    drain_messages: int = 50_000
 
 
 @dataclass

@@ -111,6 +111,8 @@ class NewMessage:
     status: str = Status.ACCEPTED
     reason: str | None = None
     links: tuple[Link, ...] = ()
+    timezone: str | None = None  # the recipient's, for send windows and quiet hours
+    policy: dict[str, Any] | None = None  # a campaign's window and frequency cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,9 @@ class QueuedMessage:
     ref_suffix: int = 0  # > 0 once a submission was accepted: fallbacks need a fresh reference
     route: str | None = None
     provider: str | None = None
+    campaign_id: str | None = None
+    timezone: str | None = None
+    policy: dict[str, Any] | None = None
 
     @property
     def client_ref(self) -> str:
@@ -208,6 +213,15 @@ class Reroute:
 
 
 @dataclass(frozen=True, slots=True)
+class Deferred:
+    """Outside its send window or in quiet hours: the message waits until ``until``."""
+
+    message_id: str
+    until: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Settled:
     """A rich route's wait ended with the message already final: nothing left to do."""
 
@@ -247,7 +261,7 @@ class Suppressed:
     at: float
 
 
-Outcome = Submitted | Failed | Retry | Expired | Suppressed | Reroute | Settled
+Outcome = Submitted | Failed | Retry | Expired | Suppressed | Reroute | Settled | Deferred
 
 
 def fallback_event(o: Submitted) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.dispatch.ports import DeliveryReport
 from gateway.domain.messages import (
+    Deferred,
     Event,
     Expired,
     Failed,
@@ -72,6 +73,7 @@ class MemoryStore:
         self.reviews: dict[tuple[str, str, int, str], ReviewState] = {}
         self.links: dict[str, LinkRecord] = {}
         self.ported: dict[tuple[str, str], str] = {}
+        self.settings: dict[str, dict[str, Any]] = {}
 
     async def open(self) -> None:
         pass
@@ -94,6 +96,12 @@ class MemoryStore:
     async def add_keys(self, tenant_id: str, keys: Sequence[tuple[str, str]], now: float) -> None:
         for key_hash, role in keys:
             self.keys[key_hash] = (tenant_id, role)
+
+    async def get_settings(self, tenant_id: str) -> dict[str, Any]:
+        return copy.deepcopy(self.settings.get(tenant_id, {}))
+
+    async def put_settings(self, tenant_id: str, settings: dict[str, Any]) -> None:
+        self.settings[tenant_id] = copy.deepcopy(settings)
 
     async def find_key(self, key_hash: str) -> tuple[str, str] | None:
         return self.keys.get(key_hash)
@@ -261,6 +269,9 @@ class MemoryStore:
                     ref_suffix=q.ref_suffix,
                     route=rec.route,
                     provider=rec.provider,
+                    campaign_id=n.campaign_id,
+                    timezone=n.timezone,
+                    policy=n.policy,
                 )
             )
         return sorted(out, key=lambda q: q.id)
@@ -317,6 +328,12 @@ class MemoryStore:
                 )
             elif isinstance(o, Settled):
                 self.queue.pop(o.message_id, None)
+            elif isinstance(o, Deferred):
+                q = self.queue.get(o.message_id)
+                if q is not None:
+                    q.due_at, q.lease_until = o.until, 0.0
+                if self._move(o.message_id, Status.DEFERRED, o.at):
+                    self._event(o.message_id, "deferred", o.at, until=o.until)
             elif isinstance(o, Retry):
                 q = self.queue.get(o.message_id)
                 if q is not None:

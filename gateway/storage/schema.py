@@ -125,6 +125,52 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (tenant_id, number)
     ) WITHOUT ROWID;
     """,
+    # 4: audiences and campaigns: recipients, segments, opt-outs, campaigns; a message
+    #    carries its recipient's time zone and its sending policy (window, cap)
+    """
+    CREATE TABLE recipients (
+        tenant_id   TEXT NOT NULL,
+        phone       TEXT NOT NULL,
+        tags        TEXT NOT NULL DEFAULT '[]',
+        attrs       TEXT NOT NULL DEFAULT '{}',
+        timezone    TEXT NOT NULL DEFAULT 'Asia/Shanghai',
+        updated_at  REAL NOT NULL,
+        PRIMARY KEY (tenant_id, phone)
+    ) WITHOUT ROWID;
+    CREATE TABLE segments (
+        tenant_id   TEXT NOT NULL,
+        segment_id  TEXT NOT NULL,
+        rule        TEXT NOT NULL,
+        updated_at  REAL NOT NULL,
+        PRIMARY KEY (tenant_id, segment_id)
+    );
+    CREATE TABLE opt_outs (
+        tenant_id   TEXT NOT NULL,
+        phone       TEXT NOT NULL,
+        at          REAL NOT NULL,
+        source      TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, phone)
+    ) WITHOUT ROWID;
+    CREATE TABLE campaigns (
+        campaign_id TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        body        TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        cursor      TEXT,
+        targeted    INTEGER NOT NULL DEFAULT 0,
+        fanned_out  INTEGER NOT NULL DEFAULT 0,
+        start_at    REAL NOT NULL,
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    CREATE INDEX campaigns_tenant ON campaigns (tenant_id, campaign_id);
+    ALTER TABLE messages ADD COLUMN timezone TEXT;
+    ALTER TABLE messages ADD COLUMN policy TEXT;
+    CREATE UNIQUE INDEX messages_campaign_to ON messages (campaign_id, to_number)
+        WHERE campaign_id IS NOT NULL;
+    CREATE INDEX messages_recipient ON messages (tenant_id, to_number, created_at);
+    """,
 ]
 
 

@@ -13,6 +13,7 @@ import orjson
 
 from gateway.dispatch.ports import DeliveryReport
 from gateway.domain.messages import (
+    Deferred,
     Event,
     Expired,
     Failed,
@@ -132,6 +133,18 @@ class SqliteStore:
             lambda conn: conn.executemany(
                 "INSERT INTO api_keys (key_hash, tenant_id, role, created_at) VALUES (?, ?, ?, ?)",
                 [(h, tenant_id, role, now) for h, role in keys],
+            )
+        )
+
+    async def get_settings(self, tenant_id: str) -> dict[str, Any]:
+        row = await self._one("SELECT settings FROM tenants WHERE tenant_id = ?", (tenant_id,))
+        return json.loads(row[0]) if row else {}
+
+    async def put_settings(self, tenant_id: str, settings: dict[str, Any]) -> None:
+        text = dumps(settings)
+        await self.writer.run(
+            lambda conn: conn.execute(
+                "UPDATE tenants SET settings = ? WHERE tenant_id = ?", (text, tenant_id)
             )
         )
 
@@ -349,6 +362,8 @@ class SqliteStore:
             m.created_at,
             m.created_at,
             m.expires_at,
+            m.timezone,
+            dumps(m.policy) if m.policy else None,
         )
 
         def job(conn: sqlite3.Connection) -> AcceptResult:
@@ -377,7 +392,8 @@ class SqliteStore:
             conn.execute(
                 "INSERT INTO messages (message_id, tenant_id, to_number, status, reason, category,"
                 " route_pref, template_id, template_version, campaign_id, client_ref, rendered,"
-                " created_at, updated_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " created_at, updated_at, expires_at, timezone, policy)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 row,
             )
             # Every message starts with an implicit "accepted" event at created_at (see
@@ -482,7 +498,8 @@ class SqliteStore:
                 marks = ",".join("?" * len(chunk))
                 for r in conn.execute(
                     "SELECT message_id, tenant_id, to_number, category, rendered, route_pref,"
-                    " expires_at, status, template_id, template_version, route, provider"
+                    " expires_at, status, template_id, template_version, route, provider,"
+                    " campaign_id, timezone, policy"
                     f" FROM messages WHERE message_id IN ({marks})",
                     chunk,
                 ):
@@ -505,6 +522,9 @@ class SqliteStore:
                             ref_suffix=ref_suffix,
                             route=r[10],
                             provider=r[11],
+                            campaign_id=r[12],
+                            timezone=r[13],
+                            policy=json.loads(r[14]) if r[14] else None,
                         )
                     )
             out.sort(key=lambda q: q.id)
@@ -593,6 +613,13 @@ def _apply_outcomes(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> No
             )
         elif isinstance(o, Settled):
             conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (o.message_id,))
+        elif isinstance(o, Deferred):
+            conn.execute(
+                "UPDATE dispatch_queue SET due_at = ?, lease_until = 0 WHERE message_id = ?",
+                (o.until, o.message_id),
+            )
+            if _set_status(conn, o.message_id, Status.DEFERRED, o.at):
+                _event(conn, o.message_id, "deferred", o.at, until=o.until)
         elif isinstance(o, Retry):
             conn.execute(
                 "UPDATE dispatch_queue SET due_at = ?, lease_until = 0, attempts = ?"

@@ -1,0 +1,407 @@
+"""Recipients, segments, opt-outs and campaigns, in SQLite (rules compile to its JSON1 SQL).
+
+This part of the store has no in-memory twin: its point is that audience rules run
+as SQL over the recipients table, streamed in bounded batches.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.domain.messages import NewMessage, Status
+from gateway.domain.segments import Rule, to_sql
+from gateway.storage.sqlite import SqliteStore, dumps
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    phone: str
+    tags: list[str]
+    attrs: dict[str, Any]
+    timezone: str
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRow:
+    campaign_id: str
+    tenant_id: str
+    name: str
+    body: dict[str, Any]
+    state: str
+    cursor: str | None
+    targeted: int
+    fanned_out: bool
+    start_at: float
+    created_at: float
+    updated_at: float
+
+
+_CAMPAIGN_COLUMNS = (
+    "campaign_id, tenant_id, name, body, state, cursor, targeted, fanned_out, start_at,"
+    " created_at, updated_at"
+)
+PARKED = 1e10  # added to a paused campaign's queue entries, taken off again on resume
+
+
+def _campaign(row: Any) -> CampaignRow:
+    return CampaignRow(
+        row[0],
+        row[1],
+        row[2],
+        json.loads(row[3]),
+        row[4],
+        row[5],
+        row[6],
+        bool(row[7]),
+        row[8],
+        row[9],
+        row[10],
+    )
+
+
+class SqliteAudience:
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    # recipients ----------------------------------------------------------------------------
+    async def upsert_recipients(
+        self, tenant_id: str, rows: Sequence[Recipient], now: float
+    ) -> tuple[int, int]:
+        """Inserts or replaces recipients; answers (created, updated)."""
+        if not rows:
+            return 0, 0
+        params = [
+            (tenant_id, r.phone, dumps(r.tags), dumps(r.attrs), r.timezone, now) for r in rows
+        ]
+        phones = list({r.phone for r in rows})
+
+        def job(conn: sqlite3.Connection) -> tuple[int, int]:
+            existing = 0
+            for start in range(0, len(phones), 900):
+                chunk = phones[start : start + 900]
+                marks = ",".join("?" * len(chunk))
+                (n,) = conn.execute(
+                    f"SELECT count(*) FROM recipients WHERE tenant_id = ? AND phone IN ({marks})",
+                    (tenant_id, *chunk),
+                ).fetchone()
+                existing += n
+            conn.executemany(
+                "INSERT INTO recipients (tenant_id, phone, tags, attrs, timezone, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, phone) DO UPDATE SET"
+                " tags = excluded.tags, attrs = excluded.attrs, timezone = excluded.timezone,"
+                " updated_at = excluded.updated_at",
+                params,
+            )
+            created = len(phones) - existing
+            return created, len(rows) - created
+
+        return await self._store.writer.run(job, savepoint=False)
+
+    async def get_recipient(self, tenant_id: str, phone: str) -> Recipient | None:
+        row = await self._store._one(
+            "SELECT phone, tags, attrs, timezone FROM recipients WHERE tenant_id = ? AND phone = ?",
+            (tenant_id, phone),
+        )
+        return Recipient(row[0], json.loads(row[1]), json.loads(row[2]), row[3]) if row else None
+
+    async def recipients(self, tenant_id: str, phones: Sequence[str]) -> dict[str, Recipient]:
+        out: dict[str, Recipient] = {}
+        for start in range(0, len(phones), 900):
+            chunk = list(phones[start : start + 900])
+            marks = ",".join("?" * len(chunk))
+            for row in await self._store._all(
+                "SELECT phone, tags, attrs, timezone FROM recipients"
+                f" WHERE tenant_id = ? AND phone IN ({marks})",
+                (tenant_id, *chunk),
+            ):
+                out[row[0]] = Recipient(row[0], json.loads(row[1]), json.loads(row[2]), row[3])
+        return out
+
+    async def count(self, tenant_id: str, rule: Rule) -> int:
+        sql, params = to_sql(rule)
+        row = await self._store._one(
+            f"SELECT count(*) FROM recipients WHERE tenant_id = ? AND {sql}", (tenant_id, *params)
+        )
+        return int(row[0])
+
+    async def stream(
+        self, tenant_id: str, rule: Rule | None, after: str | None, limit: int
+    ) -> list[Recipient]:
+        """The next ``limit`` recipients in phone order after ``after`` matching ``rule``."""
+        sql, params = to_sql(rule) if rule is not None else ("1", [])
+        rows = await self._store._all(
+            "SELECT phone, tags, attrs, timezone FROM recipients"
+            f" WHERE tenant_id = ? AND phone > ? AND {sql} ORDER BY phone LIMIT ?",
+            (tenant_id, after or "", *params, limit),
+        )
+        return [Recipient(r[0], json.loads(r[1]), json.loads(r[2]), r[3]) for r in rows]
+
+    # segments ------------------------------------------------------------------------------
+    async def put_segment(self, tenant_id: str, segment_id: str, rule: Any, now: float) -> None:
+        text = dumps(rule)
+        await self._store.writer.run(
+            lambda conn: conn.execute(
+                "INSERT INTO segments (tenant_id, segment_id, rule, updated_at) VALUES (?,?,?,?)"
+                " ON CONFLICT (tenant_id, segment_id) DO UPDATE SET rule = excluded.rule,"
+                " updated_at = excluded.updated_at",
+                (tenant_id, segment_id, text, now),
+            )
+        )
+
+    async def get_segment(self, tenant_id: str, segment_id: str) -> Any | None:
+        row = await self._store._one(
+            "SELECT rule FROM segments WHERE tenant_id = ? AND segment_id = ?",
+            (tenant_id, segment_id),
+        )
+        return json.loads(row[0]) if row else None
+
+    # opt-outs and frequency ----------------------------------------------------------------
+    async def opt_out(self, tenant_id: str, phone: str, source: str, now: float) -> bool:
+        """Answers whether this is news (the number was not opted out before)."""
+        return bool(
+            await self._store.writer.run(
+                lambda conn: (
+                    conn.execute(
+                        "INSERT OR IGNORE INTO opt_outs (tenant_id, phone, at, source)"
+                        " VALUES (?, ?, ?, ?)",
+                        (tenant_id, phone, now, source),
+                    ).rowcount
+                )
+            )
+        )
+
+    async def opted_out(self, tenant_id: str, phones: Sequence[str]) -> set[str]:
+        out: set[str] = set()
+        for start in range(0, len(phones), 900):
+            chunk = list(phones[start : start + 900])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._store._all(
+                f"SELECT phone FROM opt_outs WHERE tenant_id = ? AND phone IN ({marks})",
+                (tenant_id, *chunk),
+            )
+            out.update(r[0] for r in rows)
+        return out
+
+    async def marketing_sent_since(
+        self, tenant_id: str, phones: Sequence[str], since: float
+    ) -> dict[str, int]:
+        """Marketing messages handed to a provider per number since ``since``."""
+        out: dict[str, int] = {}
+        for start in range(0, len(phones), 900):
+            chunk = list(phones[start : start + 900])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._store._all(
+                "SELECT to_number, count(*) FROM messages WHERE tenant_id = ?"
+                f" AND to_number IN ({marks}) AND created_at >= ? AND category = 'marketing'"
+                " AND status IN ('submitted', 'delivered') GROUP BY to_number",
+                (tenant_id, *chunk, since),
+            )
+            out.update({r[0]: r[1] for r in rows})
+        return out
+
+    # campaigns -----------------------------------------------------------------------------
+    async def create_campaign(self, row: CampaignRow) -> None:
+        r = row
+        await self._store.writer.run(
+            lambda conn: conn.execute(
+                f"INSERT INTO campaigns ({_CAMPAIGN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    r.campaign_id,
+                    r.tenant_id,
+                    r.name,
+                    dumps(r.body),
+                    r.state,
+                    r.cursor,
+                    r.targeted,
+                    int(r.fanned_out),
+                    r.start_at,
+                    r.created_at,
+                    r.updated_at,
+                ),
+            )
+        )
+
+    async def get_campaign(self, tenant_id: str | None, campaign_id: str) -> CampaignRow | None:
+        row = await self._store._one(
+            f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE campaign_id = ?", (campaign_id,)
+        )
+        if row is None or (tenant_id is not None and row[1] != tenant_id):
+            return None
+        return _campaign(row)
+
+    async def active_campaigns(self, now: float) -> list[CampaignRow]:
+        rows = await self._store._all(
+            f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE state IN ('scheduled', 'running')"
+            " ORDER BY start_at"
+        )
+        return [_campaign(r) for r in rows]
+
+    async def fan_out(
+        self,
+        campaign_id: str,
+        messages: Sequence[NewMessage],
+        cursor: str | None,
+        done: bool,
+        now: float,
+    ) -> int | None:
+        """Stores one batch of a campaign's messages with its queue entries and the cursor,
+        in one transaction; a recipient who has the campaign's message already is skipped.
+        Answers how many were new, or None if the campaign is no longer running."""
+
+        def job(conn: sqlite3.Connection) -> int | None:
+            (state,) = conn.execute(
+                "SELECT state FROM campaigns WHERE campaign_id = ?", (campaign_id,)
+            ).fetchone()
+            if state != "running":
+                return None
+            new = 0
+            for m in messages:
+                inserted = conn.execute(
+                    "INSERT INTO messages (message_id, tenant_id, to_number, status, reason,"
+                    " category, route_pref, template_id, template_version, campaign_id,"
+                    " client_ref, rendered, created_at, updated_at, expires_at, timezone, policy)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                    (
+                        m.id,
+                        m.tenant_id,
+                        m.to,
+                        m.status,
+                        m.reason,
+                        m.category,
+                        ",".join(m.route_pref),
+                        m.template_id,
+                        m.template_version,
+                        m.campaign_id,
+                        m.client_ref,
+                        dumps(m.rendered.as_dict()),
+                        m.created_at,
+                        m.created_at,
+                        m.expires_at,
+                        m.timezone,
+                        dumps(m.policy) if m.policy else None,
+                    ),
+                ).rowcount
+                if not inserted:
+                    continue
+                new += 1
+                if m.links:
+                    conn.executemany(
+                        "INSERT INTO links (token, tenant_id, message_id, button, label, url)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        [(k.token, m.tenant_id, m.id, k.button, k.label, k.url) for k in m.links],
+                    )
+                if m.status == Status.ACCEPTED:
+                    conn.execute(
+                        "INSERT INTO dispatch_queue (message_id, due_at) VALUES (?, ?)",
+                        (m.id, m.due_at),
+                    )
+                else:
+                    conn.execute(
+                        "INSERT INTO events (message_id, type, at, data) VALUES (?, ?, ?, ?)",
+                        (m.id, m.status, m.created_at, dumps({"reason": m.reason})),
+                    )
+            conn.execute(
+                "UPDATE campaigns SET cursor = ?, targeted = targeted + ?, fanned_out = ?,"
+                " updated_at = ? WHERE campaign_id = ?",
+                (cursor, new, int(done), now, campaign_id),
+            )
+            return new
+
+        return await self._store.writer.run(job)
+
+    async def set_campaign_state(
+        self, campaign_id: str, state: str, now: float, *, expect: Sequence[str]
+    ) -> bool:
+        """Moves a campaign to ``state`` if it is in one of ``expect``; parks or unparks its
+        queued messages on pause and resume, revokes them on cancel."""
+
+        def job(conn: sqlite3.Connection) -> bool:
+            (current,) = conn.execute(
+                "SELECT state FROM campaigns WHERE campaign_id = ?", (campaign_id,)
+            ).fetchone()
+            if current not in expect:
+                return False
+            queued = (
+                "SELECT q.message_id FROM dispatch_queue q JOIN messages m"
+                " ON m.message_id = q.message_id WHERE m.campaign_id = ? AND q.stage = 'send'"
+            )
+            if state == "paused":
+                conn.execute(
+                    f"UPDATE dispatch_queue SET due_at = due_at + {PARKED}"
+                    f" WHERE due_at < {PARKED} AND message_id IN ({queued})",
+                    (campaign_id,),
+                )
+            elif state == "running" and current == "paused":
+                conn.execute(
+                    f"UPDATE dispatch_queue SET due_at = due_at - {PARKED}"
+                    f" WHERE due_at >= {PARKED} AND message_id IN ({queued})",
+                    (campaign_id,),
+                )
+            elif state == "cancelled":
+                ids = [
+                    r[0]
+                    for r in conn.execute(queued + " AND q.lease_until <= ?", (campaign_id, now))
+                ]
+                for mid in ids:
+                    conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (mid,))
+                    conn.execute(
+                        "UPDATE messages SET status = 'revoked', reason = 'campaign_cancelled',"
+                        " updated_at = ? WHERE message_id = ?"
+                        " AND status IN ('accepted', 'deferred')",
+                        (now, mid),
+                    )
+                    conn.execute(
+                        "INSERT INTO events (message_id, type, at, data)"
+                        " VALUES (?, 'revoked', ?, ?)",
+                        (mid, now, '{"reason":"campaign_cancelled"}'),
+                    )
+            conn.execute(
+                "UPDATE campaigns SET state = ?, updated_at = ? WHERE campaign_id = ?",
+                (state, now, campaign_id),
+            )
+            return True
+
+        return await self._store.writer.run(job)
+
+    async def pending_count(self, campaign_id: str) -> int:
+        row = await self._store._one(
+            "SELECT count(*) FROM dispatch_queue q JOIN messages m ON m.message_id = q.message_id"
+            " WHERE m.campaign_id = ?",
+            (campaign_id,),
+        )
+        return int(row[0])
+
+    async def status_counts(self, campaign_id: str) -> dict[str, int]:
+        rows = await self._store._all(
+            "SELECT status, count(*) FROM messages WHERE campaign_id = ? GROUP BY status",
+            (campaign_id,),
+        )
+        return {r[0]: r[1] for r in rows}
+
+    async def funnel_rows(self, campaign_id: str) -> list[tuple[Any, ...]]:
+        """(template_id, route, provider, status, reason, messages) per group."""
+        return [
+            tuple(r)
+            for r in await self._store._all(
+                "SELECT template_id, route, provider, status, reason, count(*) FROM messages"
+                " WHERE campaign_id = ? GROUP BY 1, 2, 3, 4, 5",
+                (campaign_id,),
+            )
+        ]
+
+    async def event_rows(self, campaign_id: str) -> list[tuple[Any, ...]]:
+        """(template_id, route, provider, event type, events, distinct messages) per group."""
+        return [
+            tuple(r)
+            for r in await self._store._all(
+                "SELECT m.template_id, m.route, m.provider, e.type, count(*),"
+                " count(DISTINCT e.message_id) FROM events e JOIN messages m"
+                " ON m.message_id = e.message_id WHERE m.campaign_id = ?"
+                " AND e.type IN ('displayed', 'clicked') GROUP BY 1, 2, 3, 4",
+                (campaign_id,),
+            )
+        ]
