@@ -31,9 +31,11 @@ from gateway.clock import Clock
 from gateway.dispatch.capability import CapabilityCache
 from gateway.dispatch.circuit import CircuitBreaker
 from gateway.dispatch.health import ProviderHealth
+from gateway.dispatch.policy import SendPolicy
 from gateway.dispatch.ports import Provider, Submission
 from gateway.domain.messages import (
     FINAL,
+    Deferred,
     Expired,
     Failed,
     Outcome,
@@ -98,6 +100,7 @@ class Dispatcher:
         self._settings = settings
         self._metrics = metrics
         self.approvals: Approvals = approvals or NoApprovals()
+        self.policy: SendPolicy | None = None
         self.capabilities = CapabilityCache(providers, clock, ttl_s=settings.capability_ttl_s)
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
@@ -233,6 +236,11 @@ class Dispatcher:
                 immediate.append(Expired(q.id, now))
             else:
                 sendable.append(q)
+        if self.policy is not None and sendable:
+            held = await self.policy.hold(sendable, now)
+            if held:
+                immediate.extend(held.values())
+                sendable = [q for q in sendable if q.id not in held]
         groups: dict[tuple[str, str], list[_Planned]] = defaultdict(list)
         for item in await self._plan(sendable, now):
             if isinstance(item, _Planned):
@@ -441,6 +449,7 @@ class Dispatcher:
 
 
 _STATUS_OF: dict[type, str] = {
+    Deferred: "deferred",
     Submitted: "submitted",
     Retry: "retrying",
     Failed: "failed",

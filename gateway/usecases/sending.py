@@ -20,7 +20,7 @@ from gateway.domain.routing import preference
 from gateway.errors import Conflict, FieldError, InvalidInput
 from gateway.ids import new_id
 from gateway.storage.base import AcceptResult, IdempotencyConflict, Store
-from gateway.usecases.catalog import Catalog, variable_errors
+from gateway.usecases.catalog import Catalog, LoadedTemplate, variable_errors
 from gateway.usecases.tenants import Principal
 
 RouteKind = Literal["vendor_card", "carrier_rich", "sms"]
@@ -100,16 +100,7 @@ class Sender:
 
         now = self._clock.now()
         due_at = max(now, req.send_at.timestamp()) if req.send_at else now
-        status, reason = Status.ACCEPTED, None
-        links: tuple[Link, ...] = ()
-        try:
-            out = render_message(loaded.compiled, brand_info, context, MessageLinks(self._links))
-        except RenderError as exc:  # a failed message, never a crash
-            status, reason = Status.FAILED, "render_error"
-            rendered = Rendered("", None, spec.kind, brand_info, error=str(exc))
-        else:
-            rendered = Rendered(out.text, out.card, out.kind, out.brand)
-            links = tuple(Link(k.token, k.url, k.button, k.label) for k in out.links)
+        status, reason, rendered, links = render_for_send(loaded, brand_info, context, self._links)
 
         routes = req.route if isinstance(req.route, list) else [req.route] if req.route else None
         message = NewMessage(
@@ -148,3 +139,19 @@ def _idempotency_conflict() -> Conflict:
         "this Idempotency-Key was used with a different request body",
         [FieldError(("header", "Idempotency-Key"), "reused with a different body")],
     )
+
+
+def render_for_send(
+    loaded: LoadedTemplate, brand: dict[str, Any], context: dict[str, Any], link_base_url: str
+) -> tuple[str, str | None, Rendered, tuple[Link, ...]]:
+    """Status, reason, what the message keeps of its rendering, and its tracked links.
+
+    A template that fails to render gives a failed message (``render_error``), never a crash.
+    """
+    try:
+        out = render_message(loaded.compiled, brand, context, MessageLinks(link_base_url))
+    except RenderError as exc:
+        failed = Rendered("", None, loaded.spec.kind, brand, error=str(exc))
+        return Status.FAILED, "render_error", failed, ()
+    links = tuple(Link(k.token, k.url, k.button, k.label) for k in out.links)
+    return Status.ACCEPTED, None, Rendered(out.text, out.card, out.kind, out.brand), links

@@ -1,0 +1,176 @@
+"""Campaign fan-out: stream the audience in bounded batches, one message per recipient.
+
+Each batch of messages is written with the campaign's cursor in one transaction, and
+the database refuses a second message for the same campaign and recipient, so a
+restart in the middle resumes where it stopped and never sends anyone twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from cards.variables import check_variables
+from gateway.clock import Clock
+from gateway.domain.messages import Link, NewMessage, Rendered, Status
+from gateway.domain.routing import preference
+from gateway.domain.segments import parse_rule
+from gateway.ids import new_id
+from gateway.logging import get_logger
+from gateway.storage.audience import CampaignRow, Recipient, SqliteAudience
+from gateway.usecases.campaigns import choose_variant
+from gateway.usecases.catalog import Catalog, LoadedTemplate
+from gateway.usecases.sending import render_for_send
+
+log = get_logger("gateway.campaigns")
+BATCH = 1000
+DEFAULT_TZ = "Asia/Shanghai"
+
+
+class CampaignRunner:
+    def __init__(
+        self,
+        audience: SqliteAudience,
+        catalog: Catalog,
+        clock: Clock,
+        link_base_url: str,
+        on_messages: Callable[[], None],
+        *,
+        batch: int = BATCH,
+    ) -> None:
+        self._audience = audience
+        self._catalog = catalog
+        self._clock = clock
+        self._links = link_base_url
+        self._on_messages = on_messages
+        self._batch = batch
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="campaigns")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                busy = await self.run_once()
+            except Exception:
+                log.exception("campaign_round_failed")
+                busy = False
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                self._wake.clear()
+
+    async def run_once(self) -> bool:
+        """One batch for every campaign that has work; answers whether any had."""
+        now = self._clock.now()
+        busy = False
+        for campaign in await self._audience.active_campaigns(now):
+            if campaign.state == "scheduled":
+                if campaign.start_at > now:
+                    continue
+                await self._audience.set_campaign_state(
+                    campaign.campaign_id, "running", now, expect=("scheduled",)
+                )
+            if not campaign.fanned_out:
+                busy = await self._fan_out_batch(campaign) or busy
+            elif await self._audience.pending_count(campaign.campaign_id) == 0:
+                await self._audience.set_campaign_state(
+                    campaign.campaign_id, "completed", now, expect=("running",)
+                )
+                log.info("campaign_completed", campaign_id=campaign.campaign_id)
+        return busy
+
+    async def run_until_idle(self, rounds: int = 10_000) -> None:
+        for _ in range(rounds):
+            if not await self.run_once():
+                return
+
+    async def _recipients(self, c: CampaignRow) -> tuple[list[Recipient], bool]:
+        audience = c.body["audience"]
+        if "recipients" in audience:
+            phones: list[str] = audience["recipients"]
+            start = 0
+            if c.cursor is not None:
+                start = bisect.bisect_right(phones, c.cursor)
+            chunk = phones[start : start + self._batch]
+            known = await self._audience.recipients(c.tenant_id, chunk)
+            out = [known.get(p) or Recipient(p, [], {}, DEFAULT_TZ) for p in chunk]
+            return out, start + self._batch >= len(phones)
+        rule = parse_rule(audience["rule"])
+        found = await self._audience.stream(c.tenant_id, rule, c.cursor, self._batch)
+        return found, len(found) < self._batch
+
+    async def _fan_out_batch(self, c: CampaignRow) -> bool:
+        recipients, done = await self._recipients(c)
+        now = self._clock.now()
+        templates: dict[str, LoadedTemplate | None] = {}
+        messages = []
+        for r in recipients:
+            template_id = choose_variant(c.campaign_id, r.phone, c.body["variants"])
+            if template_id not in templates:
+                templates[template_id] = await self._catalog.template(c.tenant_id, template_id)
+            loaded = templates[template_id]
+            if loaded is None:
+                continue
+            messages.append(await self._message(c, r, loaded, now))
+        cursor = recipients[-1].phone if recipients else c.cursor
+        new = await self._audience.fan_out(c.campaign_id, messages, cursor, done, now)
+        if new is None:
+            return False  # paused or cancelled meanwhile: nothing was written
+        if new:
+            self._on_messages()
+        return (bool(recipients) and not done) or bool(new)
+
+    async def _message(
+        self, c: CampaignRow, r: Recipient, loaded: LoadedTemplate, now: float
+    ) -> NewMessage:
+        spec = loaded.spec
+        context, problems = check_variables(spec.variables, {**r.attrs, **c.body["variables"]})
+        brand = await self._catalog.brand(c.tenant_id, spec.brand_id)
+        brand_info: dict[str, Any] = brand.model_dump(mode="json") if brand else {}
+        links: tuple[Link, ...] = ()
+        if problems:  # this recipient lacks what the template needs: a failed message
+            detail = "; ".join(f"variables.{n}: {m}" for n, m in problems)
+            status, reason = Status.FAILED, "render_error"
+            rendered = Rendered("", None, spec.kind, brand_info, error=detail)
+        else:
+            status, reason, rendered, links = render_for_send(
+                loaded, brand_info, context, self._links
+            )
+        due = max(now, c.start_at)
+        policy: dict[str, Any] = {"window": c.body.get("window")}
+        if c.body.get("frequency_cap") is not None:
+            policy["frequency_cap"] = c.body["frequency_cap"]
+        return NewMessage(
+            id=new_id(int(now * 1000)),
+            tenant_id=c.tenant_id,
+            to=r.phone,
+            category=spec.category,
+            template_id=loaded.record.template_id,
+            template_version=loaded.record.version,
+            rendered=rendered,
+            created_at=now,
+            due_at=due,
+            expires_at=due + int(c.body["ttl_seconds"]),
+            route_pref=preference(None, spec.routes),
+            campaign_id=c.campaign_id,
+            status=status,
+            reason=reason,
+            links=links,
+            timezone=r.timezone,
+            policy=policy,
+        )

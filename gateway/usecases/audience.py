@@ -1,0 +1,282 @@
+"""Recipients (one, or a streamed import of a million), segments and the tenant's policy."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway.clock import Clock
+from gateway.dispatch.policy import DEFAULT_SETTINGS
+from gateway.domain.phones import InvalidNumber, to_e164
+from gateway.domain.segments import RuleError, parse_rule, valid_attr_name
+from gateway.domain.windows import parse_hhmm, zone
+from gateway.errors import InvalidInput, NotFound
+from gateway.storage.audience import Recipient, SqliteAudience
+from gateway.storage.base import Store
+from gateway.usecases.catalog import invalid_from_pydantic
+
+DEFAULT_TZ = "Asia/Shanghai"
+IMPORT_BATCH = 2000
+MAX_REJECTED_LISTED = 1000
+
+
+def _check_tz(value: str) -> str:
+    zone(value)
+    return value
+
+
+def _check_attrs(value: dict[str, Any]) -> dict[str, Any]:
+    for key, v in value.items():
+        if not valid_attr_name(key):
+            raise ValueError(f"attribute name {key!r}: 1-64 characters, no quotes, $ [ ] or .")
+        if isinstance(v, dict):
+            raise ValueError(f"attribute {key!r}: a string, number, boolean, null or list")
+    return value
+
+
+class RecipientIn(BaseModel):
+    """The body of ``PUT /v1/recipients/{phone}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: list[str] = Field(default_factory=list, max_length=200)
+    attrs: dict[str, Any] = Field(default_factory=dict)
+    timezone: str = DEFAULT_TZ
+
+    _tz = field_validator("timezone")(classmethod(lambda cls, v: _check_tz(v)))
+    _attrs = field_validator("attrs")(classmethod(lambda cls, v: _check_attrs(v)))
+
+
+class QuietHours(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start: str
+    end: str
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        parse_hhmm(value)
+        return value
+
+
+class FrequencyCap(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max: int = Field(ge=1, le=1000)
+    per_hours: float = Field(gt=0, le=24 * 90)
+
+
+class TenantSettings(BaseModel):
+    """``PUT /v1/settings``: a field left out keeps its value; ``null`` turns it off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quiet_hours: QuietHours | None = None
+    frequency_cap: FrequencyCap | None = None
+
+
+@dataclass
+class ImportResult:
+    created: int = 0
+    updated: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    rejected_total: int = 0
+
+    def reject(self, line: int, reason: str) -> None:
+        self.rejected_total += 1
+        if len(self.rejected) < MAX_REJECTED_LISTED:
+            self.rejected.append({"line": line, "reason": reason})
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "created": self.created,
+            "updated": self.updated,
+            "rejected": self.rejected,
+        }
+        if self.rejected_total > len(self.rejected):
+            out["rejected_total"] = self.rejected_total
+        return out
+
+
+def _phone(raw: Any) -> str:
+    if not isinstance(raw, str | int):
+        raise InvalidNumber("phone is missing")
+    return to_e164(str(raw))
+
+
+def _cell(text: str) -> Any:
+    """A CSV cell as a typed value: integers and decimals become numbers."""
+    t = text.strip()
+    if t.lstrip("-").isdigit() and len(t) < 16 and not (t.startswith("0") and len(t) > 1):
+        return int(t)
+    try:
+        if any(c.isdigit() for c in t) and t.replace(".", "", 1).lstrip("-").isdigit():
+            return float(t)
+    except ValueError:
+        pass
+    return t
+
+
+def _decode(raw: bytes, encoding: list[str]) -> str:
+    """UTF-8 (a BOM is dropped), or GBK/GB18030 as Excel writes it on Chinese Windows."""
+    if encoding[0] == "utf-8":
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            encoding[0] = "gb18030"
+    return raw.decode("gb18030")
+
+
+class Audience:
+    def __init__(self, store: Store, audience: SqliteAudience, clock: Clock) -> None:
+        self._store = store
+        self._audience = audience
+        self._clock = clock
+
+    # recipients ----------------------------------------------------------------------------
+    async def put_recipient(
+        self, tenant_id: str, raw_phone: str, body: RecipientIn
+    ) -> dict[str, Any]:
+        try:
+            phone = to_e164(raw_phone)
+        except InvalidNumber as exc:
+            raise InvalidInput.field(["path", "phone"], str(exc)) from None
+        created, _ = await self._audience.upsert_recipients(
+            tenant_id, [Recipient(phone, body.tags, body.attrs, body.timezone)], self._clock.now()
+        )
+        return {"phone": phone, **body.model_dump(), "created": bool(created)}
+
+    async def get_recipient(self, tenant_id: str, raw_phone: str) -> dict[str, Any]:
+        try:
+            phone = to_e164(raw_phone)
+        except InvalidNumber as exc:
+            raise InvalidInput.field(["path", "phone"], str(exc)) from None
+        r = await self._audience.get_recipient(tenant_id, phone)
+        if r is None:
+            raise NotFound("no such recipient")
+        return {"phone": r.phone, "tags": r.tags, "attrs": r.attrs, "timezone": r.timezone}
+
+    async def import_lines(
+        self, tenant_id: str, lines: AsyncIterator[bytes], kind: str
+    ) -> ImportResult:
+        """Upserts every good line in batches; never holds more than one batch in memory."""
+        result = ImportResult()
+        batch: list[Recipient] = []
+        encoding = ["utf-8"]
+        header: list[str] | None = None
+        number = 0
+        async for raw in lines:
+            number += 1
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            try:
+                if kind == "csv":
+                    text = _decode(raw, encoding).rstrip("\r\n")
+                    if header is None:
+                        header = [h.strip() for h in next(csv.reader([text]))]
+                        if "phone" not in header:
+                            raise InvalidInput.field(
+                                ["body", "header"], "a CSV needs a phone column"
+                            )
+                        continue
+                    recipient = self._csv_row(header, next(csv.reader([text])))
+                else:
+                    recipient = self._ndjson_row(raw)
+            except (ValueError, InvalidNumber, ValidationError) as exc:
+                result.reject(number, _reason(exc))
+                continue
+            batch.append(recipient)
+            if len(batch) >= IMPORT_BATCH:
+                await self._flush(tenant_id, batch, result)
+                batch = []
+        await self._flush(tenant_id, batch, result)
+        return result
+
+    def _ndjson_row(self, raw: bytes) -> Recipient:
+        data = orjson.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("a line is a JSON object")
+        phone = _phone(data.pop("phone", None))
+        body = RecipientIn.model_validate(data)
+        return Recipient(phone, body.tags, body.attrs, body.timezone)
+
+    def _csv_row(self, header: list[str], cells: list[str]) -> Recipient:
+        if len(cells) > len(header):
+            raise ValueError(f"{len(cells)} cells for {len(header)} columns")
+        row = dict(zip(header, cells, strict=False))
+        phone = _phone(row.pop("phone", ""))
+        tags = [t.strip() for t in row.pop("tags", "").split(";") if t.strip()]
+        tz = row.pop("timezone", "").strip() or DEFAULT_TZ
+        attrs = {k: _cell(v) for k, v in row.items() if k and v.strip()}
+        body = RecipientIn(tags=tags, attrs=attrs, timezone=tz)
+        return Recipient(phone, body.tags, body.attrs, body.timezone)
+
+    async def _flush(self, tenant_id: str, batch: list[Recipient], result: ImportResult) -> None:
+        if batch:
+            created, updated = await self._audience.upsert_recipients(
+                tenant_id, batch, self._clock.now()
+            )
+            result.created += created
+            result.updated += updated
+
+    # segments ------------------------------------------------------------------------------
+    async def put_segment(self, tenant_id: str, segment_id: str, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or set(body) != {"rule"}:
+            raise InvalidInput.field(["body"], 'send {"rule": …} and nothing else')
+        try:
+            parse_rule(body["rule"])
+        except RuleError as exc:
+            raise InvalidInput.field(exc.loc, exc.msg) from None
+        await self._audience.put_segment(tenant_id, segment_id, body["rule"], self._clock.now())
+        return {"segment_id": segment_id, "rule": body["rule"]}
+
+    async def segment_rule(self, tenant_id: str, segment_id: str) -> Any:
+        rule = await self._audience.get_segment(tenant_id, segment_id)
+        if rule is None:
+            raise NotFound(f"no segment {segment_id!r}")
+        return parse_rule(rule)
+
+    async def count(self, tenant_id: str, segment_id: str) -> int:
+        return await self._audience.count(tenant_id, await self.segment_rule(tenant_id, segment_id))
+
+    # settings ------------------------------------------------------------------------------
+    async def settings(self, tenant_id: str) -> dict[str, Any]:
+        return DEFAULT_SETTINGS | await self._store.get_settings(tenant_id)
+
+    async def put_settings(self, tenant_id: str, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise InvalidInput.field(["body"], "must be a JSON object")
+        try:
+            parsed = TenantSettings.model_validate(body)
+        except ValidationError as exc:
+            raise invalid_from_pydantic(exc) from None
+        stored = await self._store.get_settings(tenant_id)
+        stored.update({k: v for k, v in parsed.model_dump().items() if k in body})
+        await self._store.put_settings(tenant_id, stored)
+        return DEFAULT_SETTINGS | stored
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+    if isinstance(exc, InvalidInput):
+        return exc.detail
+    return str(exc) or type(exc).__name__
+
+
+async def lines_of(stream: Any) -> AsyncIterator[bytes]:
+    """The lines of a request body, read as they arrive."""
+    while True:
+        line = await stream.readline()
+        if not line:
+            return
+        yield line

@@ -1,0 +1,281 @@
+"""Campaigns: an audience, weighted variants, a window, a cap; their lifecycle and funnel."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gateway.clock import Clock, to_rfc3339
+from gateway.domain.phones import InvalidNumber, to_e164
+from gateway.domain.segments import RuleError, parse_rule
+from gateway.domain.windows import parse_hhmm
+from gateway.errors import Conflict, FieldError, InvalidInput, NotFound
+from gateway.ids import new_id
+from gateway.storage.audience import CampaignRow, SqliteAudience
+from gateway.usecases.audience import FrequencyCap
+from gateway.usecases.catalog import Catalog, invalid_from_pydantic
+
+
+class AudienceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    segment_id: str | None = None
+    rule: Any = None
+    recipients: list[str] | None = Field(default=None, min_length=1, max_length=100_000)
+
+
+class VariantSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    template_id: str = Field(min_length=1, max_length=64)
+    weight: int = Field(default=1, ge=1, le=1_000_000)
+
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _all_days() -> list[Day]:
+    return ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class WindowSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: str
+    end: str
+    days: list[Day] = Field(default_factory=_all_days, min_length=1)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        parse_hhmm(value)
+        return value
+
+
+class CampaignIn(BaseModel):
+    """The body of ``POST /v1/campaigns``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    audience: AudienceSpec
+    variants: list[VariantSpec] = Field(min_length=1, max_length=10)
+    variables: dict[str, Any] = Field(default_factory=dict)
+    window: WindowSpec | None = None
+    start_at: AwareDatetime | None = None
+    ttl_seconds: int = Field(default=172_800, ge=60, le=30 * 86400)
+    frequency_cap: FrequencyCap | None = None
+
+
+def choose_variant(campaign_id: str, phone: str, variants: Sequence[dict[str, Any]]) -> str:
+    """Deterministic, weighted: a recipient always gets the same variant of a campaign."""
+    total = sum(int(v["weight"]) for v in variants)
+    point = int.from_bytes(hashlib.sha256(f"{campaign_id}:{phone}".encode()).digest()[:8], "big")
+    point %= total
+    for v in variants:
+        point -= int(v["weight"])
+        if point < 0:
+            return str(v["template_id"])
+    return str(variants[-1]["template_id"])  # pragma: no cover
+
+
+class Campaigns:
+    def __init__(self, audience: SqliteAudience, catalog: Catalog, clock: Clock) -> None:
+        self._audience = audience
+        self._catalog = catalog
+        self._clock = clock
+        self.on_change = lambda: None
+
+    async def create(self, tenant_id: str, body: Any) -> dict[str, Any]:
+        try:
+            spec = CampaignIn.model_validate(body)
+        except ValidationError as exc:
+            raise invalid_from_pydantic(exc) from None
+        problems: list[FieldError] = []
+        audience = spec.audience
+        chosen = [
+            k for k in ("segment_id", "rule", "recipients") if getattr(audience, k) is not None
+        ]
+        if len(chosen) != 1:
+            raise InvalidInput.field(["audience"], "exactly one of segment_id, rule or recipients")
+        stored_audience: dict[str, Any]
+        if audience.segment_id is not None:
+            rule = await self._audience.get_segment(tenant_id, audience.segment_id)
+            if rule is None:
+                raise InvalidInput.field(["audience", "segment_id"], "no such segment")
+            stored_audience = {"segment_id": audience.segment_id, "rule": rule}
+        elif audience.rule is not None:
+            try:
+                parse_rule(audience.rule, ("audience", "rule"))
+            except RuleError as exc:
+                raise InvalidInput.field(exc.loc, exc.msg) from None
+            stored_audience = {"rule": audience.rule}
+        else:
+            phones = set()
+            for i, raw in enumerate(audience.recipients or []):
+                try:
+                    phones.add(to_e164(raw))
+                except InvalidNumber as exc:
+                    problems.append(FieldError(("audience", "recipients", i), str(exc)))
+            stored_audience = {"recipients": sorted(phones)}
+        for i, v in enumerate(spec.variants):
+            if await self._catalog.template(tenant_id, v.template_id) is None:
+                problems.append(FieldError(("variants", i, "template_id"), "no such template"))
+        if problems:
+            raise InvalidInput(
+                "; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in problems), problems
+            )
+        now = self._clock.now()
+        start_at = max(now, spec.start_at.timestamp()) if spec.start_at else now
+        campaign_id = new_id(int(now * 1000))
+        state = "scheduled" if start_at > now else "running"
+        body_out = spec.model_dump(mode="json") | {"audience": stored_audience}
+        await self._audience.create_campaign(
+            CampaignRow(
+                campaign_id,
+                tenant_id,
+                spec.name,
+                body_out,
+                state,
+                None,
+                0,
+                False,
+                start_at,
+                now,
+                now,
+            )
+        )
+        self.on_change()
+        return {"campaign_id": campaign_id, "state": state}
+
+    async def require(self, tenant_id: str, campaign_id: str) -> CampaignRow:
+        row = await self._audience.get_campaign(tenant_id, campaign_id)
+        if row is None:
+            raise NotFound("no such campaign")
+        return row
+
+    async def view(self, tenant_id: str, campaign_id: str) -> dict[str, Any]:
+        row = await self.require(tenant_id, campaign_id)
+        return {
+            "campaign_id": row.campaign_id,
+            "name": row.name,
+            "state": row.state,
+            "targeted": row.targeted,
+            "fan_out_complete": row.fanned_out,
+            "counts": await self._audience.status_counts(campaign_id),
+            "start_at": to_rfc3339(row.start_at),
+            "created_at": to_rfc3339(row.created_at),
+            **{
+                k: row.body.get(k)
+                for k in (
+                    "audience",
+                    "variants",
+                    "window",
+                    "frequency_cap",
+                    "ttl_seconds",
+                    "variables",
+                )
+            },
+        }
+
+    async def transition(self, tenant_id: str, campaign_id: str, action: str) -> dict[str, Any]:
+        row = await self.require(tenant_id, campaign_id)
+        target, expect = {
+            "pause": ("paused", ("scheduled", "running")),
+            "resume": ("running", ("paused",)),
+            "cancel": ("cancelled", ("scheduled", "running", "paused")),
+        }[action]
+        if not await self._audience.set_campaign_state(
+            campaign_id, target, self._clock.now(), expect=expect
+        ):
+            current = (await self.require(tenant_id, campaign_id)).state
+            raise Conflict(f"cannot {action} a {current} campaign")
+        self.on_change()
+        return {"campaign_id": row.campaign_id, "state": target}
+
+    async def stats(self, tenant_id: str, campaign_id: str) -> dict[str, Any]:
+        row = await self.require(tenant_id, campaign_id)
+        funnel = _Funnel()
+        for template_id, route, provider, status, reason, n in await self._audience.funnel_rows(
+            campaign_id
+        ):
+            funnel.add_message(template_id, route, provider, status, reason, n)
+        for template_id, route, provider, kind, total, unique in await self._audience.event_rows(
+            campaign_id
+        ):
+            funnel.add_event(template_id, route, provider, kind, total, unique)
+        return {"campaign_id": row.campaign_id, "state": row.state, **funnel.result()}
+
+
+def _empty() -> dict[str, Any]:
+    return {
+        "targeted": 0,
+        "suppressed": {"opted_out": 0, "frequency_cap": 0, "no_route": 0},
+        "sent": 0,
+        "delivered": 0,
+        "failed": 0,
+        "expired": 0,
+        "displayed": 0,
+        "clicked": {"unique": 0, "total": 0},
+    }
+
+
+class _Funnel:
+    def __init__(self) -> None:
+        self.total = _empty()
+        self.by: dict[str, dict[str, dict[str, Any]]] = {
+            "variants": {},
+            "routes": {},
+            "providers": {},
+        }
+
+    def _targets(
+        self, template_id: str, route: str | None, provider: str | None
+    ) -> list[dict[str, Any]]:
+        out = [self.total, self.by["variants"].setdefault(template_id, _empty())]
+        if route:
+            out.append(self.by["routes"].setdefault(route, _empty()))
+        if provider:
+            out.append(self.by["providers"].setdefault(provider, _empty()))
+        return out
+
+    def add_message(
+        self,
+        template_id: str,
+        route: str | None,
+        provider: str | None,
+        status: str,
+        reason: str | None,
+        n: int,
+    ) -> None:
+        for t in self._targets(template_id, route, provider):
+            t["targeted"] += n
+            if status == "suppressed":
+                key = reason if reason in t["suppressed"] else "no_route"
+                t["suppressed"][key] += n
+            if status in ("submitted", "delivered") or (status == "failed" and provider):
+                t["sent"] += n
+            if status in ("delivered", "failed", "expired"):
+                t[status] += n
+
+    def add_event(
+        self,
+        template_id: str,
+        route: str | None,
+        provider: str | None,
+        kind: str,
+        total: int,
+        unique: int,
+    ) -> None:
+        for t in self._targets(template_id, route, provider):
+            if kind == "displayed":
+                t["displayed"] += unique
+            else:
+                t["clicked"]["total"] += total
+                t["clicked"]["unique"] += unique
+
+    def result(self) -> dict[str, Any]:
+        return {**self.total, **self.by}
