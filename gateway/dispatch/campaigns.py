@@ -143,6 +143,8 @@ class CampaignRunner:
         brand = await self._catalog.brand(c.tenant_id, spec.brand_id)
         brand_info: dict[str, Any] = brand.model_dump(mode="json") if brand else {}
         links: tuple[Link, ...] = ()
+        status: str
+        reason: str | None
         if problems:  # this recipient lacks what the template needs: a failed message
             detail = "; ".join(f"variables.{n}: {m}" for n, m in problems)
             status, reason = Status.FAILED, "render_error"
