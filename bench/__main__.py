@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.duration < 1 or args.warmup < 1 or args.repeat < 1:
         parser.error("--duration and --warmup are whole seconds, at least 1; --repeat too")
-    if not 100 <= args.drain_messages <= 1_000_000:
-        parser.error("--drain-messages: from 100 to 1,000,000")
+    if not 1_000 <= args.drain_messages <= 1_000_000:
+        parser.error("--drain-messages: from 1,000 to 1,000,000")
 
     wrk.ensure_wrk()
     out: Path = args.out

@@ -11,11 +11,13 @@ from typing import cast
 import aiohttp
 from aiohttp import web
 
-from gateway.api import callbacks, catalog, messages, ops, routing
+from gateway.api import audience, callbacks, campaigns, catalog, messages, ops, routing
 from gateway.api.endpoints import register
 from gateway.api.middlewares import observe
 from gateway.clock import Clock, SystemClock
+from gateway.dispatch.campaigns import CampaignRunner
 from gateway.dispatch.dispatcher import Dispatcher
+from gateway.dispatch.policy import SendPolicy
 from gateway.dispatch.ports import Provider, TemplateReviewer
 from gateway.dispatch.reviews import ReviewSubmitter
 from gateway.domain.routing import CARRIERS, VENDORS
@@ -24,8 +26,11 @@ from gateway.logging import get_logger
 from gateway.metrics import Metrics
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.storage.audience import SqliteAudience
 from gateway.storage.base import Store
 from gateway.storage.sqlite import SqliteStore
+from gateway.usecases.audience import Audience
+from gateway.usecases.campaigns import Campaigns
 from gateway.usecases.catalog import Catalog
 from gateway.usecases.sending import Sender
 from gateway.usecases.tenants import Authenticator
@@ -79,12 +84,24 @@ def create_app(
         reviews=review_submitter,
     )
 
+    if isinstance(store, SqliteStore):
+        audience_store = SqliteAudience(store)
+        services.audience = Audience(store, audience_store, clock)
+        services.campaigns = Campaigns(audience_store, catalog_, clock)
+        services.runner = CampaignRunner(
+            audience_store, catalog_, clock, settings.links_base_url, dispatcher.wake
+        )
+        services.campaigns.on_change = services.runner.wake
+        dispatcher.policy = SendPolicy(store, audience_store)
+
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
     app[SERVICES] = services
     register(
         app,
         messages.ENDPOINTS
         + catalog.ENDPOINTS
+        + audience.ENDPOINTS
+        + campaigns.ENDPOINTS
         + routing.ENDPOINTS
         + callbacks.ENDPOINTS
         + ops.ENDPOINTS,
@@ -132,8 +149,12 @@ def create_app(
         if settings.dispatcher_enabled:
             await dispatcher.start()
             await review_submitter.start()
+            if services.runner is not None:
+                await services.runner.start()
         yield
         if settings.dispatcher_enabled:
+            if services.runner is not None:
+                await services.runner.stop()
             await review_submitter.stop()
             await dispatcher.stop(settings.drain_timeout_s)
 

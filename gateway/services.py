@@ -6,12 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gateway.clock import Clock
+from gateway.dispatch.campaigns import CampaignRunner
 from gateway.dispatch.dispatcher import Dispatcher
 from gateway.dispatch.ports import Provider
 from gateway.dispatch.reviews import ReviewSubmitter
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.storage.base import Store
+from gateway.usecases.audience import Audience
+from gateway.usecases.campaigns import Campaigns
 from gateway.usecases.catalog import Catalog
 from gateway.usecases.sending import Sender
 from gateway.usecases.tenants import Authenticator
@@ -29,4 +32,7 @@ class Services:
     sender: Sender
     dispatcher: Dispatcher
     reviews: ReviewSubmitter
+    audience: Audience | None = None
+    campaigns: Campaigns | None = None
+    runner: CampaignRunner | None = None
     draining: bool = field(default=False)

@@ -121,6 +121,8 @@ async def _make_gateway(
         keys = {}
         for tenant in ("bank_a", "bank_b"):
             keys[tenant] = await create_tenant(services.store, clock, tenant)
+            # no quiet hours or caps unless a test sets them: they have tests of their own
+            await services.store.put_settings(tenant, {"quiet_hours": None, "frequency_cap": None})
             for brand_id in ("icbc",):
                 await services.catalog.put_brand(tenant, brand_id, BRAND)
             await services.catalog.put_template(tenant, "fund_due", FUND_TEMPLATE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +31,9 @@ class Endpoint:
     @property
     def name(self) -> str:
         """A route name aiohttp accepts: ``get.v1.messages.message_id``."""
-        return re.sub(r"[^A-Za-z0-9_]+", ".", f"{self.method.lower()}.{self.path}").strip(".")
+        parts = re.sub(r"[^A-Za-z0-9_]+", ".", f"{self.method.lower()}.{self.path}").strip(".")
+        # a Python keyword ("import") is no part of a route name: suffix every part
+        return ".".join(f"{p}_" if keyword.iskeyword(p) else p for p in parts.split("."))
 
 
 ENDPOINTS: dict[str, Endpoint] = {}
