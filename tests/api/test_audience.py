@@ -1,0 +1,170 @@
+"""Recipients, imports, segments and tenant settings through the API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.conftest import Gateway
+
+
+async def _put(gw: Gateway, phone: str, body: Any) -> Any:
+    return await gw.client.put(f"/v1/recipients/{phone}", json=body, headers=gw.auth())
+
+
+async def _import(gw: Gateway, data: bytes, content_type: str) -> tuple[int, Any]:
+    resp = await gw.client.post(
+        "/v1/recipients:import", data=data, headers=gw.auth() | {"Content-Type": content_type}
+    )
+    return resp.status, await resp.json()
+
+
+async def test_put_and_get_recipient(gw: Gateway) -> None:
+    """A recipient is stored under its E.164 number, created then replaced."""
+    body = {
+        "tags": ["fund_interest"],
+        "attrs": {"age": 41, "city": "太原"},
+        "timezone": "Asia/Shanghai",
+    }
+    assert (await _put(gw, "138 1234 5678", body)).status == 201
+    assert (await _put(gw, "+8613812345678", body | {"tags": ["vip"]})).status == 200
+    got = await (await gw.client.get("/v1/recipients/13812345678", headers=gw.auth())).json()
+    assert got == {
+        "phone": "+8613812345678",
+        "tags": ["vip"],
+        "attrs": {"age": 41, "city": "太原"},
+        "timezone": "Asia/Shanghai",
+    }
+    assert (
+        await gw.client.get("/v1/recipients/13812345678", headers=gw.auth("bank_b"))
+    ).status == 404
+
+
+@pytest.mark.parametrize(
+    ("phone", "body", "loc"),
+    [
+        ("12", {}, ["path", "phone"]),
+        ("13812345678", {"timezone": "Mars/Base"}, ["timezone"]),
+        ("13812345678", {"attrs": {'a"b': 1}}, ["attrs"]),
+        ("13812345678", {"attrs": {"x": {"nested": 1}}}, ["attrs"]),
+        ("13812345678", {"tags": "vip"}, ["tags"]),
+        ("13812345678", {"tgas": []}, ["tgas"]),
+    ],
+)
+async def test_bad_recipients_are_named(gw: Gateway, phone: str, body: Any, loc: list[Any]) -> None:
+    """Bad numbers, zones, attributes and unknown fields are 422 naming the field."""
+    resp = await _put(gw, phone, body)
+    assert resp.status == 422
+    assert loc in [e["loc"] for e in (await resp.json())["errors"]]
+
+
+async def test_ndjson_import_counts_and_names_rejected_lines(gw: Gateway) -> None:
+    """An NDJSON import upserts good lines and names each bad one by line number."""
+    lines = [
+        {"phone": "13800000001", "tags": ["a"], "attrs": {"age": 30}},
+        {"phone": "13800000002", "timezone": "America/New_York"},
+        {"phone": "not-a-phone"},
+        "{broken json",
+        {"phone": "13800000003", "timezone": "Nowhere/City"},
+        {"phone": "13800000001", "tags": ["b"]},  # again: an update
+    ]
+    data = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines).encode()
+    status, out = await _import(gw, data + b"\n\n", "application/x-ndjson")
+    assert status == 200
+    assert (out["created"], out["updated"]) == (2, 1)
+    assert [r["line"] for r in out["rejected"]] == [3, 4, 5]
+    got = await (await gw.client.get("/v1/recipients/13800000001", headers=gw.auth())).json()
+    assert got["tags"] == ["b"]
+
+
+async def test_csv_import_utf8_bom_and_types(gw: Gateway) -> None:
+    """Excel's UTF-8 CSV (with a BOM): tags split on ';', numbers typed, other columns attributes."""
+    csv_text = "phone,tags,timezone,age,city,score\r\n13800000011,fund;vip,,41,太原,7.5\r\n13800000012,,Asia/Tokyo,29,大同,\r\n12,,,,,\r\n"
+    status, out = await _import(gw, b"\xef\xbb\xbf" + csv_text.encode(), "text/csv")
+    assert status == 200 and (out["created"], out["updated"]) == (2, 0)
+    assert [r["line"] for r in out["rejected"]] == [4]
+    got = await (await gw.client.get("/v1/recipients/13800000011", headers=gw.auth())).json()
+    assert got == {
+        "phone": "+8613800000011",
+        "tags": ["fund", "vip"],
+        "timezone": "Asia/Shanghai",
+        "attrs": {"age": 41, "city": "太原", "score": 7.5},
+    }
+
+
+async def test_csv_import_gbk(gw: Gateway) -> None:
+    """Excel's CSV from a Chinese Windows is GBK: it is detected and read right."""
+    csv_text = "phone,城市\r\n13800000021,太原\r\n"
+    status, out = await _import(gw, csv_text.encode("gbk"), "text/csv; charset=gbk")
+    assert status == 200 and out["created"] == 1
+    got = await (await gw.client.get("/v1/recipients/13800000021", headers=gw.auth())).json()
+    assert got["attrs"] == {"城市": "太原"}
+
+
+async def test_import_refuses_other_media_and_csv_without_phone(gw: Gateway) -> None:
+    """Only NDJSON and CSV are taken, and a CSV needs a phone column."""
+    status, _ = await _import(gw, b"x", "application/json")
+    assert status == 415
+    status, problem = await _import(gw, b"name,city\r\na,b\r\n", "text/csv")
+    assert status == 422 and problem["errors"][0]["loc"] == ["body", "header"]
+
+
+async def test_segments_validate_and_count(gw: Gateway) -> None:
+    """A segment's rule is checked on PUT; its count is the recipients it selects now."""
+    for i, (age, city, tags) in enumerate(
+        [
+            (41, "太原", ["fund"]),
+            (25, "太原", ["fund"]),
+            (50, "北京", ["fund"]),
+            (60, "大同", ["fund", "churned"]),
+        ]
+    ):
+        await _put(gw, f"1380000010{i}", {"tags": tags, "attrs": {"age": age, "city": city}})
+    rule = {
+        "all": [
+            {"tag": "fund"},
+            {"attr": "age", "op": "gte", "value": 30},
+            {"any": [{"attr": "city", "op": "in", "value": ["太原", "大同"]}]},
+            {"not": {"tag": "churned"}},
+        ]
+    }
+    resp = await gw.client.put("/v1/segments/fund_30plus", json={"rule": rule}, headers=gw.auth())
+    assert resp.status == 200
+    count = await (await gw.client.get("/v1/segments/fund_30plus/count", headers=gw.auth())).json()
+    assert count == {"count": 1}
+    bad = await gw.client.put(
+        "/v1/segments/bad",
+        json={"rule": {"all": [{"attr": "age", "op": "older"}]}},
+        headers=gw.auth(),
+    )
+    assert bad.status == 422
+    assert (await bad.json())["errors"][0]["loc"] == ["rule", "all", 0, "op"]
+    assert (await gw.client.get("/v1/segments/nope/count", headers=gw.auth())).status == 404
+    assert (
+        await gw.client.get("/v1/segments/fund_30plus/count", headers=gw.auth("bank_b"))
+    ).status == 404
+
+
+async def test_settings(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    """Settings start at the defaults; a PUT changes what it names; null turns a policy off."""
+    gw = await make_gateway()
+    await gw.services.store.put_settings(gw.keys["bank_a"]["tenant_id"], {})
+    got = await (await gw.client.get("/v1/settings", headers=gw.auth())).json()
+    assert got == {
+        "quiet_hours": {"start": "21:00", "end": "08:00"},
+        "frequency_cap": {"max": 3, "per_hours": 24},
+    }
+    resp = await gw.client.put("/v1/settings", json={"quiet_hours": None}, headers=gw.auth())
+    assert (await resp.json())["quiet_hours"] is None
+    resp = await gw.client.put(
+        "/v1/settings", json={"frequency_cap": {"max": 2, "per_hours": 12}}, headers=gw.auth()
+    )
+    out = await resp.json()
+    assert out == {"quiet_hours": None, "frequency_cap": {"max": 2, "per_hours": 12.0}}
+    bad = await gw.client.put(
+        "/v1/settings", json={"quiet_hours": {"start": "9pm", "end": "08:00"}}, headers=gw.auth()
+    )
+    assert bad.status == 422 and (await bad.json())["errors"][0]["loc"] == ["quiet_hours", "start"]
+    assert (await gw.client.put("/v1/settings", json={}, headers=gw.auth(role="ops"))).status == 403
