@@ -1,0 +1,337 @@
+"""Campaigns through the API: fan-out, variants, windows, quiet hours, caps, opt-outs, TTL,
+pause/resume/cancel, a restart in the middle, and the funnel."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway.app import create_app
+from gateway.keys import SERVICES
+from gateway.storage.sqlite import SqliteStore
+from tests.conftest import FUND_TEMPLATE, Gateway, GatewayFactory
+from tests.fakes import report_body
+
+SH = ZoneInfo("Asia/Shanghai")
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=SH).timestamp()
+
+
+async def _recipients(gw: Gateway, n: int, tenant: str = "bank_a", **extra: Any) -> list[str]:
+    phones = [f"+861380000{i:04d}" for i in range(n)]
+    lines = [
+        {"phone": p, "tags": ["fund"], "attrs": {"name": f"客户{i}", "amount": 100 + i}} | extra
+        for i, p in enumerate(phones)
+    ]
+    import json
+
+    data = "\n".join(json.dumps(line) for line in lines).encode()
+    resp = await gw.client.post(
+        "/v1/recipients:import",
+        data=data,
+        headers=gw.auth(tenant) | {"Content-Type": "application/x-ndjson"},
+    )
+    assert resp.status == 200, await resp.text()
+    return phones
+
+
+async def _campaign(gw: Gateway, **body: Any) -> str:
+    payload = {
+        "name": "11月理财到期",
+        "audience": {"rule": {"tag": "fund"}},
+        "variants": [{"template_id": "fund_due", "weight": 1}],
+    } | body
+    resp = await gw.client.post("/v1/campaigns", json=payload, headers=gw.auth())
+    assert resp.status == 202, await resp.text()
+    return str((await resp.json())["campaign_id"])
+
+
+async def _run(gw: Gateway) -> None:
+    assert gw.services.runner is not None
+    await gw.services.runner.run_until_idle()
+    while await gw.services.dispatcher.run_once():
+        pass
+
+
+async def _get(gw: Gateway, path: str) -> Any:
+    resp = await gw.client.get(path, headers=gw.auth())
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def test_campaign_fans_out_with_variants_and_attributes(gw: Gateway) -> None:
+    """Every recipient gets one message; variants split by weight, the same way every time;
+    the recipient's attributes fill the template."""
+    b = copy.deepcopy(FUND_TEMPLATE)
+    b["fallback_text"] = "B版 {{ name }} {{ amount }}"
+    await gw.client.put("/v1/templates/fund_due_b", json=b, headers=gw.auth())
+    await _recipients(gw, 200)
+    campaign_id = await _campaign(
+        gw,
+        variants=[
+            {"template_id": "fund_due", "weight": 50},
+            {"template_id": "fund_due_b", "weight": 50},
+        ],
+    )
+    await _run(gw)
+    view = await _get(gw, f"/v1/campaigns/{campaign_id}")
+    assert view["targeted"] == 200 and view["counts"] == {"submitted": 200}
+    stats = await _get(gw, f"/v1/campaigns/{campaign_id}/stats")
+    a_count, b_count = (
+        stats["variants"]["fund_due"]["targeted"],
+        stats["variants"]["fund_due_b"]["targeted"],
+    )
+    assert a_count + b_count == 200 and 70 <= a_count <= 130
+    sms = {s.to: s.text for s in gw.providers["cmcc"].submitted}
+    assert "客户7" in sms["+8613800000007"] and "107" in sms["+8613800000007"]
+    from gateway.usecases.campaigns import choose_variant
+
+    variants = [
+        {"template_id": "fund_due", "weight": 50},
+        {"template_id": "fund_due_b", "weight": 50},
+    ]
+    for phone, text in list(sms.items())[:20]:
+        assert ("B版" in text) == (choose_variant(campaign_id, phone, variants) == "fund_due_b")
+
+
+async def test_funnel_counts(gw: Gateway) -> None:
+    """The funnel follows delivery reports and displays, overall and per route and provider."""
+    phones = await _recipients(gw, 3)
+    campaign_id = await _campaign(gw)
+    await _run(gw)
+    subs = {s.to: s.message_id for s in gw.providers["cmcc"].submitted}
+    body, sig = report_body(
+        (subs[phones[0]], "r0", "delivered"),
+        (subs[phones[1]], "r1", "failed"),
+        (subs[phones[0]], "r0", "displayed"),
+    )
+    await gw.client.post("/callbacks/cmcc/dlr", data=body, headers={"X-Signature": sig})
+    stats = await _get(gw, f"/v1/campaigns/{campaign_id}/stats")
+    assert (stats["targeted"], stats["sent"], stats["delivered"], stats["failed"]) == (3, 3, 1, 1)
+    assert stats["displayed"] == 1 and stats["clicked"] == {"unique": 0, "total": 0}
+    assert stats["routes"]["sms"]["delivered"] == 1 and stats["providers"]["cmcc"]["sent"] == 3
+
+
+async def test_window_defers_to_next_opening_in_recipient_time(gw: Gateway) -> None:
+    """Outside the window a message is deferred to the opening in the recipient's own zone."""
+    gw.clock.set(at("2026-11-23 22:00"))  # Monday 22:00 in Shanghai
+    await _recipients(gw, 1)
+    await gw.client.put(
+        "/v1/recipients/+8613800000001",
+        json={
+            "tags": ["fund"],
+            "attrs": {"name": "纽约", "amount": 1},
+            "timezone": "America/New_York",
+        },
+        headers=gw.auth(),
+    )
+    campaign_id = await _campaign(
+        gw, window={"start": "09:00", "end": "20:00", "days": ["mon", "tue", "wed", "thu", "fri"]}
+    )
+    await _run(gw)
+    view = await _get(gw, f"/v1/campaigns/{campaign_id}")
+    # New York is at 09:00 Monday: inside; Shanghai waits for Tuesday 09:00
+    assert view["counts"] == {"deferred": 1, "submitted": 1}
+    assert [s.to for s in gw.providers["cmcc"].submitted] == ["+8613800000001"]
+    gw.clock.set(at("2026-11-24 09:00"))
+    await _run(gw)
+    assert (await _get(gw, f"/v1/campaigns/{campaign_id}"))["counts"] == {"submitted": 2}
+
+
+async def test_quiet_hours_hold_marketing_but_not_transactional(gw: Gateway) -> None:
+    """A marketing send at 23:00 waits for 08:00; an OTP at 23:00 goes at once."""
+    gw.clock.set(at("2026-11-23 23:00"))
+    await gw.client.put(
+        "/v1/settings", json={"quiet_hours": {"start": "21:00", "end": "08:00"}}, headers=gw.auth()
+    )
+    otp = copy.deepcopy(FUND_TEMPLATE) | {"category": "transactional"}
+    await gw.client.put("/v1/templates/notice", json=otp, headers=gw.auth())
+    marketing = await gw.send()
+    transactional = await gw.send(template_id="notice")
+    await _run(gw)
+    m = await gw.message(marketing)
+    assert m["status"] == "deferred"
+    assert m["events"][-1]["until"] == at("2026-11-24 08:00")
+    assert (await gw.message(transactional))["status"] == "submitted"
+    gw.clock.set(at("2026-11-24 08:00"))
+    await _run(gw)
+    assert (await gw.message(marketing))["status"] == "submitted"
+
+
+async def test_deferred_message_expires_when_ttl_runs_out_first(gw: Gateway) -> None:
+    """A message whose TTL ends before its window opens is expired, not sent late."""
+    gw.clock.set(at("2026-11-23 22:00"))
+    await _recipients(gw, 1)
+    campaign_id = await _campaign(gw, window={"start": "09:00", "end": "20:00"}, ttl_seconds=3600)
+    await _run(gw)
+    assert (await _get(gw, f"/v1/campaigns/{campaign_id}"))["counts"] == {"expired": 1}
+    stats = await _get(gw, f"/v1/campaigns/{campaign_id}/stats")
+    assert stats["expired"] == 1 and stats["sent"] == 0
+
+
+async def test_frequency_cap_and_opt_out_suppress(gw: Gateway) -> None:
+    """Over the cap gives frequency_cap; an opted-out number gives opted_out."""
+    phones = await _recipients(gw, 3)
+    assert gw.services.audience is not None
+    tenant = gw.keys["bank_a"]["tenant_id"]
+    from gateway.storage.audience import SqliteAudience
+
+    store = gw.services.store
+    assert isinstance(store, SqliteStore)
+    await SqliteAudience(store).opt_out(tenant, phones[2], "test", gw.clock.now())
+    first = await _campaign(gw, frequency_cap={"max": 1, "per_hours": 24})
+    await _run(gw)
+    second = await _campaign(gw, frequency_cap={"max": 1, "per_hours": 24})
+    await _run(gw)
+    s1 = await _get(gw, f"/v1/campaigns/{first}/stats")
+    s2 = await _get(gw, f"/v1/campaigns/{second}/stats")
+    assert s1["sent"] == 2 and s1["suppressed"]["opted_out"] == 1
+    assert s2["sent"] == 0 and s2["suppressed"] == {
+        "opted_out": 1,
+        "frequency_cap": 2,
+        "no_route": 0,
+    }
+    gw.clock.advance(25 * 3600)  # the window rolls on
+    third = await _campaign(gw, frequency_cap={"max": 1, "per_hours": 24})
+    await _run(gw)
+    assert (await _get(gw, f"/v1/campaigns/{third}/stats"))["sent"] == 2
+
+
+async def test_no_route_is_counted(gw: Gateway) -> None:
+    """A recipient no carrier of ours serves is suppressed as no_route."""
+    resp = await gw.client.post(
+        "/v1/campaigns",
+        json={
+            "name": "x",
+            "audience": {"recipients": ["+14155550123", "13800000000"]},
+            "variants": [{"template_id": "fund_due"}],
+            "variables": {"name": "X", "amount": 1},
+        },
+        headers=gw.auth(),
+    )
+    campaign_id = (await resp.json())["campaign_id"]
+    await _run(gw)
+    stats = await _get(gw, f"/v1/campaigns/{campaign_id}/stats")
+    assert stats["suppressed"]["no_route"] == 1 and stats["sent"] == 1
+
+
+async def test_pause_resume_cancel(gw: Gateway) -> None:
+    """Paused messages wait (nothing is sent), resume sends them, cancel revokes what waits."""
+    await _recipients(gw, 10)
+    campaign_id = await _campaign(gw)
+    assert gw.services.runner is not None
+    await gw.services.runner.run_until_idle()  # fanned out, nothing dispatched yet
+    resp = await gw.client.post(f"/v1/campaigns/{campaign_id}/pause", headers=gw.auth())
+    assert (await resp.json())["state"] == "paused"
+    while await gw.services.dispatcher.run_once():
+        pass
+    assert gw.providers["cmcc"].submitted == []
+    assert (
+        await gw.client.post(f"/v1/campaigns/{campaign_id}/pause", headers=gw.auth())
+    ).status == 409
+    await gw.client.post(f"/v1/campaigns/{campaign_id}/resume", headers=gw.auth())
+    await _run(gw)
+    assert len(gw.providers["cmcc"].submitted) == 10
+    await gw.services.runner.run_until_idle()
+    assert (await _get(gw, f"/v1/campaigns/{campaign_id}"))["state"] == "completed"
+    assert (
+        await gw.client.post(f"/v1/campaigns/{campaign_id}/cancel", headers=gw.auth())
+    ).status == 409
+
+    other = await _campaign(gw, name="second")
+    await gw.services.runner.run_until_idle()
+    resp = await gw.client.post(f"/v1/campaigns/{other}/cancel", headers=gw.auth())
+    assert (await resp.json())["state"] == "cancelled"
+    await _run(gw)
+    view = await _get(gw, f"/v1/campaigns/{other}")
+    assert view["state"] == "cancelled" and view["counts"] == {"revoked": 10}
+
+
+async def test_restart_in_the_middle_of_a_fan_out(
+    make_gateway: GatewayFactory, aiohttp_client
+) -> None:  # type: ignore[no-untyped-def]
+    """A fan-out stopped after some batches resumes where it stopped: everyone once."""
+    gw = await make_gateway()
+    await _recipients(gw, 250)
+    campaign_id = await _campaign(gw)
+    runner = gw.services.runner
+    assert runner is not None
+    runner._batch = 100
+    await runner.run_once()  # one batch of 100, then the process "dies"
+    assert (await _get(gw, f"/v1/campaigns/{campaign_id}"))["targeted"] == 100
+    await gw.client.close()
+
+    settings = gw.services.settings
+    app = create_app(
+        settings, store=SqliteStore(settings.sqlite_path), providers=gw.providers, clock=gw.clock
+    )
+    client = await aiohttp_client(app)
+    services = app[SERVICES]
+    assert services.runner is not None
+    services.runner._batch = 100
+    await services.runner.run_until_idle()
+    while await services.dispatcher.run_once():
+        pass
+    auth = {"Authorization": f"Bearer {gw.keys['bank_a']['campaign_key']}"}
+    view = await (await client.get(f"/v1/campaigns/{campaign_id}", headers=auth)).json()
+    assert view["targeted"] == 250 and view["counts"] == {"submitted": 250}
+    sent = [s.to for s in gw.providers["cmcc"].submitted]
+    assert len(sent) == len(set(sent)) == 250
+
+
+async def test_campaign_validation(gw: Gateway) -> None:
+    """Bad audiences, variants, windows and unknown fields are 422 naming the field."""
+    cases = [
+        ({"audience": {}}, ["audience"]),
+        ({"audience": {"segment_id": "nope"}}, ["audience", "segment_id"]),
+        (
+            {"audience": {"rule": {"attr": "x", "op": "bad", "value": 1}}},
+            ["audience", "rule", "op"],
+        ),
+        ({"audience": {"recipients": ["12"]}}, ["audience", "recipients", 0]),
+        ({"variants": [{"template_id": "missing"}]}, ["variants", 0, "template_id"]),
+        ({"variants": []}, ["variants"]),
+        ({"window": {"start": "9", "end": "20:00"}}, ["window", "start"]),
+        ({"window": {"start": "09:00", "end": "20:00", "days": ["monday"]}}, ["window", "days", 0]),
+        ({"frequency_cap": {"max": 0, "per_hours": 24}}, ["frequency_cap", "max"]),
+        ({"surprise": True}, ["surprise"]),
+    ]
+    base = {
+        "name": "x",
+        "audience": {"rule": {"tag": "fund"}},
+        "variants": [{"template_id": "fund_due"}],
+    }
+    for change, loc in cases:
+        resp = await gw.client.post("/v1/campaigns", json=base | change, headers=gw.auth())
+        assert resp.status == 422, (change, await resp.text())
+        assert loc in [e["loc"] for e in (await resp.json())["errors"]], (change, await resp.text())
+    assert (await gw.client.get("/v1/campaigns/01NOPE", headers=gw.auth())).status == 404
+
+
+async def test_scheduled_campaign_waits_for_start(gw: Gateway) -> None:
+    """A campaign with start_at in the future is scheduled, and runs from then."""
+    await _recipients(gw, 2)
+    from gateway.clock import to_rfc3339
+
+    resp = await gw.client.post(
+        "/v1/campaigns",
+        json={
+            "name": "later",
+            "audience": {"rule": {"tag": "fund"}},
+            "variants": [{"template_id": "fund_due"}],
+            "start_at": to_rfc3339(gw.clock.now() + 3600),
+        },
+        headers=gw.auth(),
+    )
+    out = await resp.json()
+    assert out["state"] == "scheduled"
+    await _run(gw)
+    assert (await _get(gw, f"/v1/campaigns/{out['campaign_id']}"))["targeted"] == 0
+    gw.clock.advance(3601)
+    await _run(gw)
+    view = await _get(gw, f"/v1/campaigns/{out['campaign_id']}")
+    assert view["state"] == "running" and view["counts"] == {"submitted": 2}
