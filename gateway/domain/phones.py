@@ -25,6 +25,8 @@ class InvalidNumber(ValueError):
 
 def to_e164(raw: str, region: str = DEFAULT_REGION) -> str:
     """``13812345678``, ``+86 138 1234 5678``, ``008613812345678`` → ``+8613812345678``."""
+    if len(raw) == 11 and raw[0] == "1" and raw.isdigit() and raw[1] in "3456789":
+        return "+86" + raw  # the commonest form of all, checked without a regex
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidNumber("phone number is empty")
     compact = _STRIP.sub("", raw)

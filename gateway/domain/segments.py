@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Union
 
 OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "exists")
@@ -65,6 +66,7 @@ Rule = All | AnyOf | Not | Tag | Attr
 _BAD_NAME_CHARS = frozenset("\"'\\$[].") | frozenset(chr(c) for c in range(32))
 
 
+@lru_cache(maxsize=4096)
 def valid_attr_name(name: str) -> bool:
     """Attribute names usable in rules (and so in JSON paths): no quoting characters."""
     return 0 < len(name) <= 64 and not any(c in _BAD_NAME_CHARS for c in name)
