@@ -1,0 +1,174 @@
+"""Audience figures: importing a million NDJSON recipients, and a campaign end to end.
+
+Both run the real gateway as a process (and for the campaign the real mock providers,
+zero latency), over HTTP, on the real SQLite database; the gateway's peak memory is
+its process's VmHWM.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench import gateway, procs
+
+CITIES = ("太原", "大同", "北京", "上海")
+
+
+def _log(msg: str) -> None:
+    print(f"bench: {msg}", flush=True, file=sys.stderr)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def write_ndjson(path: Path, count: int) -> None:
+    """``count`` recipients spread over the number space (not in key order), as banks send."""
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(count):
+            n = (i * 7_919_993) % 1_000_000_000
+            out.write(
+                json.dumps(
+                    {
+                        "phone": f"13{n:09d}",
+                        "tags": ["fund"] if i % 5 else ["fund", "churned"],
+                        "attrs": {
+                            "name": f"客户{i}",
+                            "age": 20 + i % 50,
+                            "city": CITIES[i % 4],
+                            "amount": 1000 + i % 9000,
+                        },
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
+
+
+def _request(
+    gw: gateway.Gateway,
+    method: str,
+    path: str,
+    body: Any = None,
+    data: bytes | None = None,
+    content_type: str = "application/json",
+    timeout_s: float = 600,
+) -> Any:
+    raw = data if data is not None else json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        f"{gw.url}{path}",
+        data=raw,
+        method=method,
+        headers={"Authorization": f"Bearer {gw.campaign_key}", "Content-Type": content_type},
+    )
+    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        return json.loads(resp.read())
+
+
+def _import(gw: gateway.Gateway, path: Path) -> tuple[dict[str, Any], float]:
+    started = time.perf_counter()
+    with path.open("rb") as body:
+        req = urllib.request.Request(
+            f"{gw.url}/v1/recipients:import",
+            data=body,
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {gw.campaign_key}",
+                "Content-Type": "application/x-ndjson",
+                "Content-Length": str(path.stat().st_size),
+            },
+        )
+        with urllib.request.urlopen(req, timeout=900) as resp:
+            out: dict[str, Any] = json.loads(resp.read())
+    return out, time.perf_counter() - started
+
+
+def measure_import(count: int = 1_000_000) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
+        cwd = Path(tmp)
+        data = cwd / "recipients.ndjson"
+        _log(f"import: writing {count:,} NDJSON lines")
+        write_ndjson(data, count)
+        gw = gateway.start(cwd, dispatch=False)
+        try:
+            _log("import: streaming them to POST /v1/recipients:import")
+            out, seconds = _import(gw, data)
+            peak = peak_rss_mb(gw.proc.pid)
+        finally:
+            procs.stop(gw.proc)
+    return {
+        "lines": count,
+        "created": out["created"],
+        "updated": out["updated"],
+        "rejected": len(out["rejected"]),
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(count / seconds),
+        "peak_rss_mb": round(peak, 1),
+    }
+
+
+def measure_campaign(count: int = 100_000, timeout_s: float = 900) -> dict[str, Any]:
+    """Import ``count`` recipients, then time one campaign to them from POST to all delivered."""
+    with tempfile.TemporaryDirectory(prefix="bench-campaign-") as tmp:
+        cwd = Path(tmp)
+        data = cwd / "recipients.ndjson"
+        write_ndjson(data, count)
+        gw = gateway.start(cwd, dispatch=True)
+        try:
+            _import(gw, data)
+            rss_before = peak_rss_mb(gw.proc.pid)
+            _request(gw, "PUT", "/v1/settings", {"quiet_hours": None, "frequency_cap": None})
+            _request(gw, "PUT", "/v1/segments/fund", {"rule": {"tag": "fund"}})
+            audience = _request(gw, "GET", "/v1/segments/fund/count")["count"]
+            _log(f"campaign: {audience:,} recipients in the segment; starting the campaign")
+            started = time.perf_counter()
+            campaign = _request(
+                gw,
+                "POST",
+                "/v1/campaigns",
+                {
+                    "name": "bench",
+                    "audience": {"segment_id": "fund"},
+                    "variants": [{"template_id": "fund_due", "weight": 1}],
+                    "variables": {"date": "2026-12-01", "fund_id": "F001"},
+                    "ttl_seconds": 86400,
+                },
+            )
+            delivered, stats = 0, {}
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                stats = _request(gw, "GET", f"/v1/campaigns/{campaign['campaign_id']}/stats")
+                done = (
+                    stats["delivered"]
+                    + stats["failed"]
+                    + stats["expired"]
+                    + sum(stats["suppressed"].values())
+                )
+                delivered = stats["delivered"]
+                if stats["targeted"] == audience and done >= audience:
+                    break
+                time.sleep(0.5)
+            seconds = time.perf_counter() - started
+            peak = peak_rss_mb(gw.proc.pid)
+        finally:
+            procs.stop(gw.proc)
+    return {
+        "recipients": audience,
+        "delivered": delivered,
+        "seconds": round(seconds, 2),
+        "messages_per_s": round(audience / seconds),
+        "peak_rss_mb": round(peak, 1),
+        "rss_after_import_mb": round(rss_before, 1),
+        "routes": {k: v["targeted"] for k, v in stats.get("routes", {}).items()},
+        "failed": stats.get("failed"),
+        "suppressed": stats.get("suppressed"),
+    }
