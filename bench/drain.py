@@ -170,12 +170,22 @@ class Seed:
 # drain --------------------------------------------------------------------------------------
 
 
+def _outside(code: int | None) -> str:
+    """A note for an exit by a signal bench did not send."""
+    if code is not None and code < 0:
+        return f": killed by signal {-code}, not sent by bench (another process on this machine)"
+    return ""
+
+
 def _wait_ready(proc: procs.Proc, url: str) -> float:
     """Polls ``url`` every 10 ms until it answers 200: the ``time.monotonic()`` it did."""
     deadline = time.monotonic() + READY_BOUND_S
     while time.monotonic() < deadline:
         if proc.popen.poll() is not None:
-            raise RuntimeError(f"gateway exited with {proc.popen.returncode}:\n{proc.tail()}")
+            raise RuntimeError(
+                f"gateway exited with {proc.popen.returncode}{_outside(proc.popen.returncode)}:\n"
+                + proc.tail()
+            )
         try:
             with urllib.request.urlopen(url, timeout=10) as resp:
                 if resp.status == 200:
@@ -257,7 +267,7 @@ def drain(opts: Options, seed: Seed, latency_ms: int) -> Outcome:
         spy = None
         raw = opts.out_dir / f"profile-{name}.txt"
         summary = None
-        code, stop_s = None, 0.0
+        code, stop_s, early = None, 0.0, None
         try:
             procs.wait_ready(mock, f"http://127.0.0.1:{mock_port}/healthz")
             env = gateway.environment(port, mock_port, dispatch=True, extra_env=opts.gateway_env)
@@ -288,6 +298,7 @@ def drain(opts: Options, seed: Seed, latency_ms: int) -> Outcome:
                 spy.kill()
                 spy.wait()
             if gw is not None:
+                early = gw.popen.poll()  # None: still running, as it should be
                 t_stop = time.monotonic()
                 code = procs.stop(gw, timeout_s=60)
                 stop_s = time.monotonic() - t_stop
@@ -343,7 +354,12 @@ def drain(opts: Options, seed: Seed, latency_ms: int) -> Outcome:
             "route split: "
             + ", ".join(f"{route or 'none'} {count:,}" for route, count in routes)
             + f"; statuses {statuses}",
-            f"gateway stopped by SIGTERM in {stop_s:.1f} s, exit {code}",
+            (
+                f"gateway stopped by SIGTERM in {stop_s:.1f} s, exit {code}"
+                if early is None
+                else f"gateway had ALREADY EXITED ({early}{_outside(early)}) before bench "
+                "sent it SIGTERM"
+            ),
         ]
         ok = drained and submitted == distinct == n and statuses == {"submitted": n}
         ok = ok and code == 0

@@ -11,7 +11,7 @@ from typing import cast
 import aiohttp
 from aiohttp import web
 
-from gateway.api import audience, callbacks, campaigns, catalog, messages, ops, routing
+from gateway.api import audience, callbacks, campaigns, catalog, links, messages, ops, routing
 from gateway.api.endpoints import register
 from gateway.api.middlewares import observe
 from gateway.clock import Clock, SystemClock
@@ -32,6 +32,7 @@ from gateway.storage.sqlite import SqliteStore
 from gateway.usecases.audience import Audience
 from gateway.usecases.campaigns import Campaigns
 from gateway.usecases.catalog import Catalog
+from gateway.usecases.clicks import Clicks
 from gateway.usecases.sending import Sender
 from gateway.usecases.tenants import Authenticator
 from providers import signing
@@ -82,6 +83,7 @@ def create_app(
         ),
         dispatcher=dispatcher,
         reviews=review_submitter,
+        clicks=Clicks(store, clock),
     )
 
     if isinstance(store, SqliteStore):
@@ -104,12 +106,14 @@ def create_app(
         + campaigns.ENDPOINTS
         + routing.ENDPOINTS
         + callbacks.ENDPOINTS
+        + links.ENDPOINTS
         + ops.ENDPOINTS,
     )
 
     async def storage(_: web.Application) -> AsyncIterator[None]:
         await store.open()
         yield
+        await services.clicks.drain()
         await store.close()
 
     async def provider_clients(_: web.Application) -> AsyncIterator[None]:

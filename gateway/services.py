@@ -16,6 +16,7 @@ from gateway.storage.base import Store
 from gateway.usecases.audience import Audience
 from gateway.usecases.campaigns import Campaigns
 from gateway.usecases.catalog import Catalog
+from gateway.usecases.clicks import Clicks
 from gateway.usecases.sending import Sender
 from gateway.usecases.tenants import Authenticator
 
@@ -32,6 +33,7 @@ class Services:
     sender: Sender
     dispatcher: Dispatcher
     reviews: ReviewSubmitter
+    clicks: Clicks
     audience: Audience | None = None
     campaigns: Campaigns | None = None
     runner: CampaignRunner | None = None

@@ -41,7 +41,10 @@ ENDPOINTS: dict[str, Endpoint] = {}
 
 def register(app: web.Application, endpoints: list[Endpoint]) -> None:
     for ep in endpoints:
-        app.router.add_route(ep.method, ep.path, ep.handler, name=ep.name)
+        if ep.method == "GET":  # and HEAD, as HTTP expects
+            app.router.add_get(ep.path, ep.handler, name=ep.name)
+        else:
+            app.router.add_route(ep.method, ep.path, ep.handler, name=ep.name)
         ENDPOINTS[ep.name] = ep
 
 

@@ -152,6 +152,9 @@ class Store(Protocol):
 
     # tracked links
     async def find_link(self, token: str) -> LinkRecord | None: ...
+    async def record_click(self, link: LinkRecord, at: float, user_agent: str | None) -> None:
+        """A ``clicked`` event; the recipient's ``last_clicked_at`` and route where stored."""
+        ...
 
     # messages
     async def accept(

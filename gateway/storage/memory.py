@@ -162,6 +162,17 @@ class MemoryStore:
     async def find_link(self, token: str) -> LinkRecord | None:
         return self.links.get(token)
 
+    async def record_click(self, link: LinkRecord, at: float, user_agent: str | None) -> None:
+        if link.message_id in self.messages:
+            self._event(
+                link.message_id,
+                "clicked",
+                at,
+                button=link.button,
+                label=link.label,
+                user_agent=(user_agent or "")[:300] or None,
+            )
+
     async def get_template(
         self, tenant_id: str, template_id: str, version: int | None = None
     ) -> TemplateRecord | None:

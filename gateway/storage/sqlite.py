@@ -66,6 +66,7 @@ class SqliteStore:
         self._checkpoint_interval_s = checkpoint_interval_s
         self._writer: SqliteWriter | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._point: sqlite3.Connection | None = None
 
     # lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -79,8 +80,15 @@ class SqliteStore:
         self._writer.start()
         self._reader = await aiosqlite.connect(self.path)
         await self._reader.execute("PRAGMA query_only=1")
+        # Point reads by primary key on the event loop itself: microseconds, where a hop to
+        # aiosqlite's thread costs a GIL hand-off (the click redirect needs them fast).
+        self._point = sqlite3.connect(self.path, check_same_thread=False)
+        self._point.execute("PRAGMA query_only=1")
 
     async def close(self) -> None:
+        if self._point is not None:
+            self._point.close()
+            self._point = None
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
@@ -335,11 +343,35 @@ class SqliteStore:
 
     # tracked links -----------------------------------------------------------------------
     async def find_link(self, token: str) -> LinkRecord | None:
-        row = await self._one(
+        assert self._point is not None, "store is not open"
+        row = self._point.execute(
             "SELECT token, tenant_id, message_id, button, label, url FROM links WHERE token = ?",
             (token,),
-        )
+        ).fetchone()
         return LinkRecord(*row) if row else None
+
+    async def record_click(self, link: LinkRecord, at: float, user_agent: str | None) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            _event(
+                conn,
+                link.message_id,
+                "clicked",
+                at,
+                button=link.button,
+                label=link.label,
+                user_agent=(user_agent or "")[:300] or None,
+            )
+            row = conn.execute(
+                "SELECT to_number, route FROM messages WHERE message_id = ?", (link.message_id,)
+            ).fetchone()
+            if row is not None:  # the recipient's dynamic attributes, usable in segments
+                conn.execute(
+                    "UPDATE recipients SET attrs = json_set(attrs, '$.last_clicked_at', ?,"
+                    " '$.last_clicked_route', ?) WHERE tenant_id = ? AND phone = ?",
+                    (at, row[1], link.tenant_id, row[0]),
+                )
+
+        await self.writer.run(job, savepoint=False)
 
     # messages ----------------------------------------------------------------------------
     async def accept(
