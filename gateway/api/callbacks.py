@@ -7,7 +7,7 @@ from aiohttp import web
 from gateway.api.endpoints import Endpoint
 from gateway.api.json import respond
 from gateway.keys import SERVICES
-from gateway.usecases.reports import receive_reports, receive_reviews
+from gateway.usecases.reports import receive_replies, receive_reports, receive_reviews
 
 
 async def delivery_reports(request: web.Request) -> web.Response:
@@ -26,6 +26,21 @@ async def delivery_reports(request: web.Request) -> web.Response:
     if any(r.status == "rerouted" for r in results):
         services.dispatcher.wake()  # a rich route failed: its SMS fallback goes now
     return respond({"received": len(results), "applied": applied})
+
+
+async def replies(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    audience = services.audience
+    matched = await receive_replies(
+        services.store,
+        audience.store if audience is not None else None,
+        services.providers,
+        services.clock,
+        request.match_info["provider"],
+        await request.read(),
+        request.headers.get("X-Signature"),
+    )
+    return respond({"matched": matched})
 
 
 async def reviews(request: web.Request) -> web.Response:
@@ -48,6 +63,14 @@ ENDPOINTS = [
         "/callbacks/{provider}/dlr",
         delivery_reports,
         "Delivery reports from a provider, signed (X-Signature: HMAC-SHA256 of the body)",
+        None,
+        tag="callbacks",
+    ),
+    Endpoint(
+        "POST",
+        "/callbacks/{provider}/mo",
+        replies,
+        "Replies from phones (MO), signed; opt-out words opt the number out of marketing",
         None,
         tag="callbacks",
     ),

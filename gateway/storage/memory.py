@@ -162,6 +162,16 @@ class MemoryStore:
     async def find_link(self, token: str) -> LinkRecord | None:
         return self.links.get(token)
 
+    async def latest_message_to(self, phone: str) -> tuple[str, str] | None:
+        found = [m for m in self.messages.values() if m.new.to == phone]
+        if not found:
+            return None
+        latest = max(found, key=lambda m: (m.new.created_at, m.new.id))
+        return latest.new.id, latest.new.tenant_id
+
+    async def record_reply(self, message_id: str, at: float, data: dict[str, Any]) -> None:
+        self._event(message_id, "replied", at, **data)
+
     async def record_click(self, link: LinkRecord, at: float, user_agent: str | None) -> None:
         if link.message_id in self.messages:
             self._event(

@@ -350,6 +350,22 @@ class SqliteStore:
         ).fetchone()
         return LinkRecord(*row) if row else None
 
+    async def latest_message_to(self, phone: str) -> tuple[str, str] | None:
+        """(message_id, tenant_id) of the newest message to ``phone``, any tenant."""
+        best: tuple[float, str, str] | None = None
+        for (tenant_id,) in await self._all("SELECT tenant_id FROM tenants"):
+            row = await self._one(
+                "SELECT created_at, message_id FROM messages WHERE tenant_id = ? AND to_number = ?"
+                " ORDER BY created_at DESC LIMIT 1",
+                (tenant_id, phone),
+            )
+            if row is not None and (best is None or row[0] > best[0]):
+                best = (row[0], row[1], tenant_id)
+        return (best[1], best[2]) if best else None
+
+    async def record_reply(self, message_id: str, at: float, data: dict[str, Any]) -> None:
+        await self.writer.run(lambda conn: _event(conn, message_id, "replied", at, **data))
+
     async def record_click(self, link: LinkRecord, at: float, user_agent: str | None) -> None:
         def job(conn: sqlite3.Connection) -> None:
             _event(

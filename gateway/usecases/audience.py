@@ -136,6 +136,7 @@ class Audience:
     def __init__(self, store: Store, audience: SqliteAudience, clock: Clock) -> None:
         self._store = store
         self._audience = audience
+        self.store = audience
         self._clock = clock
 
     # recipients ----------------------------------------------------------------------------

@@ -9,10 +9,15 @@ from gateway.clock import Clock
 from gateway.dispatch.ports import Provider
 from gateway.dispatch.reviews import record_verdicts
 from gateway.domain.messages import message_id_of
+from gateway.domain.phones import InvalidNumber, to_e164
 from gateway.errors import InvalidInput, NotFound, Unauthenticated
+from gateway.logging import get_logger
 from gateway.metrics import Metrics
+from gateway.storage.audience import SqliteAudience
 from gateway.storage.base import ReportResult, Store
 from gateway.usecases.catalog import Catalog
+
+log = get_logger("gateway.events_in")
 
 
 def provider_for(providers: Mapping[str, Provider], name: str) -> Provider:
@@ -71,3 +76,51 @@ async def receive_reviews(
     except ValueError as exc:
         raise InvalidInput.field(["body"], f"not a review batch: {exc}") from None
     return await record_verdicts(store, catalog, clock, name, results)
+
+
+OPT_OUT_WORDS = frozenset({"td", "t", "r", "退订", "拒收", "stop", "unsub"})
+
+
+def is_opt_out(text: str) -> bool:
+    """``TD``, ``T``, ``R``, ``退订``, ``拒收``, ``STOP``, ``UNSUB``, any case, trimmed."""
+    return text.strip().casefold() in OPT_OUT_WORDS
+
+
+async def receive_replies(
+    store: Store,
+    audience: SqliteAudience | None,
+    providers: Mapping[str, Provider],
+    clock: Clock,
+    name: str,
+    body: bytes,
+    signature: str | None,
+) -> int:
+    """Replies from phones: opt-out words opt the number out of the marketing of the tenant
+    that last wrote to it; every reply is a ``replied`` event on that message."""
+    provider = provider_for(providers, name)
+    if not provider.verify(body, signature):
+        raise Unauthenticated("bad or missing X-Signature")
+    try:
+        inbound = provider.parse_inbound(body)
+    except ValueError as exc:
+        raise InvalidInput.field(["body"], f"not a reply batch: {exc}") from None
+    matched = 0
+    for mo in inbound:
+        try:
+            phone = to_e164(mo.from_number)
+        except InvalidNumber:
+            continue
+        latest = await store.latest_message_to(phone)
+        if latest is None:
+            log.info("reply_unmatched", provider=name, phone=phone)
+            continue
+        message_id, tenant_id = latest
+        now = clock.now()
+        opt_out = is_opt_out(mo.text)
+        if opt_out and audience is not None:
+            await audience.opt_out(tenant_id, phone, f"reply:{name}", now)
+        await store.record_reply(
+            message_id, now, {"text": mo.text[:500], "opt_out": opt_out, "provider": name}
+        )
+        matched += 1
+    return matched

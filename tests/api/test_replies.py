@@ -1,0 +1,74 @@
+"""Replies from phones: opt-out words in every spelling, other replies as events."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from providers import signing
+from tests.conftest import Gateway
+from tests.fakes import SECRET
+
+
+async def _mo(
+    gw: Gateway, text: str, sender: str = "+8613812345678", sig: str | None = None
+) -> int:
+    body = json.dumps({"messages": [{"from": sender, "text": text}]}).encode()
+    resp = await gw.client.post(
+        "/callbacks/cmcc/mo", data=body, headers={"X-Signature": sig or signing.sign(SECRET, body)}
+    )
+    return resp.status
+
+
+async def _opted_out(gw: Gateway, tenant: str = "bank_a") -> set[str]:
+    assert gw.services.audience is not None
+    return await gw.services.audience.store.opted_out(
+        gw.keys[tenant]["tenant_id"], ["+8613812345678"]
+    )
+
+
+@pytest.mark.parametrize(
+    "word", ["TD", "td", " T ", "t", "R", "r", "退订", "拒收", "STOP", "stop", "Unsub", " UNSUB\n"]
+)
+async def test_every_opt_out_spelling(gw: Gateway, word: str) -> None:
+    """Each opt-out word, any case, trimmed, opts the number out of that tenant's marketing."""
+    await gw.send()
+    assert await _mo(gw, word) == 200
+    assert await _opted_out(gw) == {"+8613812345678"}
+    assert await _opted_out(gw, "bank_b") == set()  # only the tenant that wrote to it
+
+
+async def test_other_replies_are_events(gw: Gateway) -> None:
+    """A reply that is no opt-out is a replied event on the last message, nothing more."""
+    message_id = await gw.send()
+    assert await _mo(gw, "什么时候到期？") == 200
+    assert await _opted_out(gw) == set()
+    replied = [e for e in (await gw.message(message_id))["events"] if e["type"] == "replied"]
+    assert replied[0]["text"] == "什么时候到期？" and replied[0]["opt_out"] is False
+
+
+async def test_opted_out_number_gets_no_marketing_but_gets_otps(gw: Gateway) -> None:
+    """After TD, marketing to the number is suppressed; transactional still goes."""
+    await gw.send()
+    await _mo(gw, "TD")
+    marketing = await gw.send()
+    resp = await gw.client.put(
+        "/v1/templates/tx",
+        json={"brand_id": "icbc", "category": "transactional", "fallback_text": "验证码 1234"},
+        headers=gw.auth(),
+    )
+    assert resp.status == 200
+    transactional = await gw.send(template_id="tx", variables={})
+    while await gw.services.dispatcher.run_once():
+        pass
+    m = await gw.message(marketing)
+    assert (m["status"], m["reason"]) == ("suppressed", "opted_out")
+    assert (await gw.message(transactional))["status"] == "submitted"
+
+
+async def test_forged_reply_is_401(gw: Gateway) -> None:
+    """An unsigned reply opts nobody out."""
+    await gw.send()
+    assert await _mo(gw, "TD", sig="00") == 401
+    assert await _opted_out(gw) == set()
