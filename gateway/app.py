@@ -11,7 +11,17 @@ from typing import cast
 import aiohttp
 from aiohttp import web
 
-from gateway.api import audience, callbacks, campaigns, catalog, links, messages, ops, routing
+from gateway.api import (
+    audience,
+    callbacks,
+    campaigns,
+    catalog,
+    links,
+    logs,
+    messages,
+    ops,
+    routing,
+)
 from gateway.api.endpoints import register
 from gateway.api.middlewares import observe
 from gateway.clock import Clock, SystemClock
@@ -107,6 +117,7 @@ def create_app(
         + routing.ENDPOINTS
         + callbacks.ENDPOINTS
         + links.ENDPOINTS
+        + logs.ENDPOINTS
         + ops.ENDPOINTS,
     )
 

@@ -53,7 +53,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     elapsed = time.perf_counter() - started
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    response.headers["X-Request-Id"] = request_id
+    if not response.prepared:  # a streamed response sent its headers already
+        response.headers["X-Request-Id"] = request_id
     services.metrics.observe_request(request.method, route, response.status, elapsed)
     who = request.get(PRINCIPAL)
     log.info(

@@ -87,6 +87,34 @@ def parse_template_ref(ref: str) -> tuple[str, str, int] | None:
     return parts[0], parts[1], int(parts[2][1:])
 
 
+@dataclass(frozen=True, slots=True)
+class LogFilter:
+    campaign_id: str | None = None
+    status: str | None = None
+    provider: str | None = None
+    route: str | None = None
+    to: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+LOG_COLUMNS = (
+    "message_id",
+    "to",
+    "status",
+    "reason",
+    "route",
+    "provider",
+    "campaign_id",
+    "template_id",
+    "template_version",
+    "client_ref",
+    "category",
+    "created_at",
+    "updated_at",
+)
+
+
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before with a different request body."""
 
@@ -174,6 +202,12 @@ class Store(Protocol):
         ...
 
     async def get_message(self, tenant_id: str, message_id: str) -> MessageView | None: ...
+    async def list_messages(
+        self, tenant_id: str, where: LogFilter, before: str | None, limit: int
+    ) -> list[tuple[Any, ...]]:
+        """Newest first, strictly older than message id ``before``; rows in ``LOG_COLUMNS``."""
+        ...
+
     async def get_idempotency(self, tenant_id: str, key: str) -> IdempotencyRecord | None: ...
     async def purge_idempotency(self, before: float) -> int: ...
 

@@ -32,6 +32,7 @@ from gateway.storage.base import (
     DuplicateTenant,
     IdempotencyConflict,
     LinkRecord,
+    LogFilter,
     ReportResult,
     ReviewState,
     TemplateRecord,
@@ -244,6 +245,48 @@ class MemoryStore:
             expires_at=n.expires_at,
             events=list(rec.events),
         )
+
+    async def list_messages(
+        self, tenant_id: str, where: LogFilter, before: str | None, limit: int
+    ) -> list[tuple[Any, ...]]:
+        out = []
+        for mid in sorted(self.messages, reverse=True):
+            rec = self.messages[mid]
+            n = rec.new
+            row = (
+                mid,
+                n.to,
+                rec.status,
+                rec.reason,
+                rec.route,
+                rec.provider,
+                n.campaign_id,
+                n.template_id,
+                n.template_version,
+                n.client_ref,
+                n.category,
+                n.created_at,
+                rec.updated_at,
+            )
+            checks = (
+                (where.campaign_id, n.campaign_id),
+                (where.status, rec.status),
+                (where.provider, rec.provider),
+                (where.route, rec.route),
+                (where.to, n.to),
+            )
+            if n.tenant_id != tenant_id or (before is not None and mid >= before):
+                continue
+            if any(want is not None and want != got for want, got in checks):
+                continue
+            if where.since is not None and n.created_at < where.since:
+                continue
+            if where.until is not None and n.created_at >= where.until:
+                continue
+            out.append(row)
+            if len(out) == limit:
+                break
+        return out
 
     async def get_idempotency(self, tenant_id: str, key: str) -> IdempotencyRecord | None:
         return self.idempotency.get((tenant_id, key))

@@ -37,6 +37,7 @@ from gateway.storage.base import (
     DuplicateTenant,
     IdempotencyConflict,
     LinkRecord,
+    LogFilter,
     ReportResult,
     ReviewState,
     TemplateRecord,
@@ -498,6 +499,37 @@ class SqliteStore:
                 *(Event(e[0], e[1], json.loads(e[2])) for e in events),
             ],
         )
+
+    async def list_messages(
+        self, tenant_id: str, where: LogFilter, before: str | None, limit: int
+    ) -> list[tuple[Any, ...]]:
+        clauses, params = ["tenant_id = ?"], [tenant_id]
+        for column, value in (
+            ("campaign_id", where.campaign_id),
+            ("status", where.status),
+            ("provider", where.provider),
+            ("route", where.route),
+            ("to_number", where.to),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if where.since is not None:
+            clauses.append("created_at >= ?")
+            params.append(where.since)  # type: ignore[arg-type]
+        if where.until is not None:
+            clauses.append("created_at < ?")
+            params.append(where.until)  # type: ignore[arg-type]
+        if before is not None:
+            clauses.append("message_id < ?")
+            params.append(before)
+        rows = await self._all(
+            "SELECT message_id, to_number, status, reason, route, provider, campaign_id,"
+            " template_id, template_version, client_ref, category, created_at, updated_at"
+            f" FROM messages WHERE {' AND '.join(clauses)} ORDER BY message_id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [tuple(r) for r in rows]
 
     async def get_idempotency(self, tenant_id: str, key: str) -> IdempotencyRecord | None:
         row = await self._one(

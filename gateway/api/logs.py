@@ -1,0 +1,157 @@
+"""``GET /v1/logs``: the delivery log, newest first, keyset-paginated, as JSON or CSV."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api.endpoints import READ, Endpoint
+from gateway.api.json import respond
+from gateway.api.middlewares import PRINCIPAL
+from gateway.clock import from_rfc3339, to_rfc3339
+from gateway.domain.messages import Status
+from gateway.domain.phones import InvalidNumber, mask, to_e164
+from gateway.errors import InvalidInput
+from gateway.keys import SERVICES
+from gateway.storage.base import LOG_COLUMNS, LogFilter
+
+MAX_LIMIT = 1000
+CSV_PAGE = 1000
+ROUTES = ("vendor_card", "carrier_rich", "sms")
+
+
+def _cursor(message_id: str) -> str:
+    return base64.urlsafe_b64encode(message_id.encode()).decode().rstrip("=")
+
+
+def _uncursor(text: str) -> str:
+    try:
+        value = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        value = ""
+    if not (len(value) == 26 and value.isalnum()):
+        raise InvalidInput.field(["query", "cursor"], "not a cursor this API gave out")
+    return value
+
+
+def _time(q: Any, name: str) -> float | None:
+    text = q.get(name)
+    if text is None:
+        return None
+    try:
+        return from_rfc3339(text)
+    except ValueError:
+        raise InvalidInput.field(["query", name], "an RFC 3339 time with an offset") from None
+
+
+def parse_query(q: Any) -> tuple[LogFilter, str | None, int | None]:
+    status, route = q.get("status"), q.get("route")
+    if status is not None and status not in {s.value for s in Status}:
+        raise InvalidInput.field(
+            ["query", "status"], f"one of {', '.join(s.value for s in Status)}"
+        )
+    if route is not None and route not in ROUTES:
+        raise InvalidInput.field(["query", "route"], f"one of {', '.join(ROUTES)}")
+    to = q.get("to")
+    if to is not None:
+        try:
+            to = to_e164(to)
+        except InvalidNumber as exc:
+            raise InvalidInput.field(["query", "to"], str(exc)) from None
+    limit = q.get("limit")
+    if limit is not None and (not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT):
+        raise InvalidInput.field(["query", "limit"], f"a whole number from 1 to {MAX_LIMIT}")
+    cursor = _uncursor(q["cursor"]) if q.get("cursor") else None
+    where = LogFilter(
+        q.get("campaign_id"),
+        status,
+        q.get("provider"),
+        route,
+        to,
+        _time(q, "since"),
+        _time(q, "until"),
+    )
+    return where, cursor, int(limit) if limit else None
+
+
+def _item(row: tuple[Any, ...], masked: bool) -> dict[str, Any]:
+    item = dict(zip(LOG_COLUMNS, row, strict=True))
+    if masked:
+        item["to"] = mask(item["to"])
+    item["created_at"] = to_rfc3339(item["created_at"])
+    item["updated_at"] = to_rfc3339(item["updated_at"])
+    return item
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    principal = request[PRINCIPAL]
+    where, cursor, limit = parse_query(request.query)
+    masked = principal.role != "campaign"
+    if "text/csv" in request.headers.get("Accept", ""):
+        return await _csv(request, principal.tenant_id, where, cursor, limit, masked)
+    page = limit or 100
+    rows = await services.store.list_messages(principal.tenant_id, where, cursor, page + 1)
+    more = len(rows) > page
+    rows = rows[:page]
+    return respond(
+        {
+            "items": [_item(r, masked) for r in rows],
+            "next_cursor": _cursor(rows[-1][0]) if more else None,
+        }
+    )
+
+
+async def _csv(
+    request: web.Request,
+    tenant_id: str,
+    where: LogFilter,
+    cursor: str | None,
+    limit: int | None,
+    masked: bool,
+) -> web.StreamResponse:
+    """Streams every matching row (or ``limit`` of them), a page at a time."""
+    store = request.app[SERVICES].store
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": 'attachment; filename="logs.csv"',
+        }
+    )
+    await response.prepare(request)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS)
+    writer.writeheader()
+    left = limit
+    while True:
+        page = CSV_PAGE if left is None else min(CSV_PAGE, left)
+        rows = await store.list_messages(tenant_id, where, cursor, page)
+        for r in rows:
+            writer.writerow(_item(r, masked))
+        await response.write(buffer.getvalue().encode())
+        buffer.seek(0)
+        buffer.truncate()
+        if left is not None:
+            left -= len(rows)
+        if len(rows) < page or left == 0:
+            break
+        cursor = rows[-1][0]
+    await response.write_eof()
+    return response
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/v1/logs",
+        logs,
+        "Delivery log, newest first; filters campaign_id, status, provider, route, to, since, "
+        "until; limit and cursor; Accept: text/csv streams it",
+        READ,
+        tag="ops",
+    ),
+]
