@@ -21,6 +21,7 @@ from gateway.api import (
     messages,
     ops,
     routing,
+    webhooks,
 )
 from gateway.api.endpoints import register
 from gateway.api.middlewares import observe
@@ -30,6 +31,7 @@ from gateway.dispatch.dispatcher import Dispatcher
 from gateway.dispatch.policy import SendPolicy
 from gateway.dispatch.ports import Provider, TemplateReviewer
 from gateway.dispatch.reviews import ReviewSubmitter
+from gateway.dispatch.webhooks import WebhookSender
 from gateway.domain.routing import CARRIERS, VENDORS
 from gateway.keys import SERVICES
 from gateway.logging import get_logger
@@ -39,6 +41,7 @@ from gateway.settings import Settings
 from gateway.storage.audience import SqliteAudience
 from gateway.storage.base import Store
 from gateway.storage.sqlite import SqliteStore
+from gateway.storage.webhooks import SqliteWebhooks
 from gateway.usecases.audience import Audience
 from gateway.usecases.campaigns import Campaigns
 from gateway.usecases.catalog import Catalog
@@ -105,6 +108,10 @@ def create_app(
         )
         services.campaigns.on_change = services.runner.wake
         dispatcher.policy = SendPolicy(store, audience_store)
+        services.webhooks = SqliteWebhooks(store)
+        services.webhook_sender = WebhookSender(
+            services.webhooks, clock, allow_private=settings.webhook_allow_private
+        )
 
     app = web.Application(middlewares=[observe], client_max_size=settings.max_body_bytes)
     app[SERVICES] = services
@@ -118,6 +125,7 @@ def create_app(
         + callbacks.ENDPOINTS
         + links.ENDPOINTS
         + logs.ENDPOINTS
+        + webhooks.ENDPOINTS
         + ops.ENDPOINTS,
     )
 
@@ -166,8 +174,12 @@ def create_app(
             await review_submitter.start()
             if services.runner is not None:
                 await services.runner.start()
+            if services.webhook_sender is not None:
+                await services.webhook_sender.start()
         yield
         if settings.dispatcher_enabled:
+            if services.webhook_sender is not None:
+                await services.webhook_sender.stop()
             if services.runner is not None:
                 await services.runner.stop()
             await review_submitter.stop()

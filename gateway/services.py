@@ -10,9 +10,11 @@ from gateway.dispatch.campaigns import CampaignRunner
 from gateway.dispatch.dispatcher import Dispatcher
 from gateway.dispatch.ports import Provider
 from gateway.dispatch.reviews import ReviewSubmitter
+from gateway.dispatch.webhooks import WebhookSender
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.storage.base import Store
+from gateway.storage.webhooks import SqliteWebhooks
 from gateway.usecases.audience import Audience
 from gateway.usecases.campaigns import Campaigns
 from gateway.usecases.catalog import Catalog
@@ -37,4 +39,6 @@ class Services:
     audience: Audience | None = None
     campaigns: Campaigns | None = None
     runner: CampaignRunner | None = None
+    webhooks: SqliteWebhooks | None = None
+    webhook_sender: WebhookSender | None = None
     draining: bool = field(default=False)

@@ -171,6 +171,35 @@ MIGRATIONS: list[str] = [
         WHERE campaign_id IS NOT NULL;
     CREATE INDEX messages_recipient ON messages (tenant_id, to_number, created_at);
     """,
+    # 5: webhooks out: one endpoint per tenant, a durable outbox fed from the event log
+    """
+    CREATE TABLE webhooks (
+        tenant_id   TEXT PRIMARY KEY,
+        url         TEXT NOT NULL,
+        events      TEXT NOT NULL,
+        secret      TEXT NOT NULL,
+        enabled     INTEGER NOT NULL DEFAULT 1,
+        disabled_reason TEXT,
+        updated_at  REAL NOT NULL
+    );
+    CREATE TABLE webhook_deliveries (
+        delivery_id TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL,
+        event_type  TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'pending',
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        next_at     REAL NOT NULL,
+        last_status INTEGER,
+        last_error  TEXT,
+        created_at  REAL NOT NULL
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_at);
+    CREATE TABLE event_cursors (
+        name        TEXT PRIMARY KEY,
+        seq         INTEGER NOT NULL
+    );
+    """,
 ]
 
 

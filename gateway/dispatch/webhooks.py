@@ -1,0 +1,266 @@
+"""Webhooks out: events flow from the event log to each bank's endpoint, signed (Standard
+Webhooks), retried with backoff and jitter for days, never lost across a restart.
+
+The feed moves new events from the append-only event log into a durable outbox in one
+transaction with its cursor; the sender posts due deliveries and records each answer.
+2xx is done; 410 disables the endpoint; anything else is tried again later (honouring
+``Retry-After``) until ``retry_for_s`` has passed. Only http(s) URLs to public
+addresses are called, unless the operator allows private ones (tests, demos).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ipaddress
+import json
+import random
+import secrets
+import socket
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from standardwebhooks import Webhook
+
+from gateway.clock import Clock, to_rfc3339
+from gateway.domain.retry import backoff
+from gateway.ids import new_id
+from gateway.logging import get_logger
+from gateway.storage.webhooks import Delivery, Endpoint, SqliteWebhooks
+
+log = get_logger("gateway.webhooks")
+
+EVENT_TYPES = (
+    "submitted",
+    "delivered",
+    "failed",
+    "expired",
+    "revoked",
+    "suppressed",
+    "deferred",
+    "displayed",
+    "clicked",
+    "replied",
+    "fallback",
+)
+
+
+class UnsafeUrl(ValueError):
+    pass
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+async def check_url(url: str, *, allow_private: bool) -> None:
+    """Refuses what a webhook must never call: other schemes, and (unless allowed) loopback,
+    private, link-local and other non-public addresses, by every address the name resolves to."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UnsafeUrl("an http:// or https:// URL with a host")
+    if allow_private:
+        return
+    host = parts.hostname
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, parts.port or 443, type=socket.SOCK_STREAM
+            )
+        except OSError:
+            raise UnsafeUrl(f"{host} does not resolve") from None
+        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    for address in addresses:
+        if not address.is_global or address.is_multicast:
+            raise UnsafeUrl(f"{host} is a private or reserved address ({address})")
+
+
+def _payload(event: tuple[Any, ...], endpoint: Endpoint) -> tuple[str, str, str]:
+    (
+        _seq,
+        message_id,
+        kind,
+        at,
+        data,
+        _tenant,
+        to,
+        status,
+        client_ref,
+        campaign_id,
+        route,
+        provider,
+    ) = event
+    body = {
+        "type": f"message.{kind}",
+        "timestamp": to_rfc3339(at),
+        "data": {
+            "message_id": message_id,
+            "to": to,
+            "status": status,
+            "client_ref": client_ref,
+            "campaign_id": campaign_id,
+            "route": route,
+            "provider": provider,
+            "event": {"type": kind, "at": to_rfc3339(at), **json.loads(data)},
+        },
+    }
+    return f"msg_{new_id(int(at * 1000))}", kind, json.dumps(body, ensure_ascii=False)
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        webhooks: SqliteWebhooks,
+        clock: Clock,
+        *,
+        allow_private: bool,
+        retry_for_s: float = 3 * 86400,
+        timeout_s: float = 10.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._webhooks = webhooks
+        self._clock = clock
+        self._allow_private = allow_private
+        self._retry_for_s = retry_for_s
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._rng = rng or random.Random()
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="webhooks")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._session is not None:
+            await self._session.close()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                busy = await self.run_once()
+            except Exception:
+                log.exception("webhook_round_failed")
+                busy = False
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+                self._wake.clear()
+
+    async def run_once(self) -> bool:
+        """Feeds new events into the outbox and sends what is due; answers whether it did any."""
+        fed = await self._webhooks.feed(500, _payload)
+        due = await self._webhooks.due(self._clock.now(), 50)
+        if due:
+            endpoints: dict[str, Endpoint | None] = {}
+            for d in due:
+                if d.tenant_id not in endpoints:
+                    endpoints[d.tenant_id] = await self._webhooks.get(d.tenant_id)
+            await asyncio.gather(*(self._send(d, endpoints[d.tenant_id]) for d in due))
+        return bool(fed) or bool(due)
+
+    async def _send(self, d: Delivery, endpoint: Endpoint | None) -> None:
+        now = self._clock.now()
+        if endpoint is None or not endpoint.enabled:
+            await self._webhooks.record(
+                d.delivery_id,
+                state="disabled",
+                attempts=d.attempts,
+                next_at=now,
+                status=None,
+                error="endpoint disabled",
+            )
+            return
+        status: int | None = None
+        retry_after: float | None = None
+        try:
+            await check_url(endpoint.url, allow_private=self._allow_private)
+            sent_at = datetime.fromtimestamp(now, UTC)
+            signature = Webhook(endpoint.secret).sign(d.delivery_id, sent_at, d.payload)
+            headers = {
+                "content-type": "application/json",
+                "webhook-id": d.delivery_id,
+                "webhook-timestamp": str(int(sent_at.timestamp())),
+                "webhook-signature": signature,
+            }
+            assert self._session is not None
+            async with self._session.post(
+                endpoint.url, data=d.payload.encode(), headers=headers, allow_redirects=False
+            ) as resp:
+                status = resp.status
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+            error = None if 200 <= status < 300 else f"http {status}"
+        except UnsafeUrl as exc:
+            error = f"refused: {exc}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300]
+        attempts = d.attempts + 1
+        log.info(
+            "webhook_attempt",
+            tenant=d.tenant_id,
+            delivery=d.delivery_id,
+            status=status,
+            error=error,
+            attempt=attempts,
+        )
+        if error is None:
+            await self._webhooks.record(
+                d.delivery_id,
+                state="delivered",
+                attempts=attempts,
+                next_at=now,
+                status=status,
+                error=None,
+            )
+        elif status == 410:  # the endpoint is gone: stop calling it
+            await self._webhooks.disable(d.tenant_id, "410 Gone")
+            await self._webhooks.record(
+                d.delivery_id,
+                state="disabled",
+                attempts=attempts,
+                next_at=now,
+                status=status,
+                error=error,
+            )
+            await self._webhooks.hold_tenant(d.tenant_id, "disabled")
+        elif now - d.created_at >= self._retry_for_s:
+            await self._webhooks.record(
+                d.delivery_id,
+                state="failed",
+                attempts=attempts,
+                next_at=now,
+                status=status,
+                error=error,
+            )
+        else:
+            delay = backoff(attempts, base_s=5.0, max_s=3600.0, defer=retry_after, rng=self._rng)
+            await self._webhooks.record(
+                d.delivery_id,
+                state="pending",
+                attempts=attempts,
+                next_at=now + delay,
+                status=status,
+                error=error,
+            )
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
