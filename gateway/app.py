@@ -177,9 +177,9 @@ def create_app(
             if services.webhook_sender is not None:
                 await services.webhook_sender.start()
         yield
+        if services.webhook_sender is not None:
+            await services.webhook_sender.stop()
         if settings.dispatcher_enabled:
-            if services.webhook_sender is not None:
-                await services.webhook_sender.stop()
             if services.runner is not None:
                 await services.runner.stop()
             await review_submitter.stop()

@@ -137,7 +137,6 @@ class WebhookSender:
         self._wake.set()
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=self._timeout)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="webhooks")
 
     async def stop(self) -> None:
@@ -147,6 +146,7 @@ class WebhookSender:
                 await self._task
         if self._session is not None:
             await self._session.close()
+            self._session = None
 
     async def _loop(self) -> None:
         while True:
@@ -196,7 +196,8 @@ class WebhookSender:
                 "webhook-timestamp": str(int(sent_at.timestamp())),
                 "webhook-signature": signature,
             }
-            assert self._session is not None
+            if self._session is None:
+                self._session = aiohttp.ClientSession(timeout=self._timeout)
             async with self._session.post(
                 endpoint.url, data=d.payload.encode(), headers=headers, allow_redirects=False
             ) as resp:
