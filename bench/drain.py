@@ -215,7 +215,8 @@ class Poll:
         return "; ".join(out)
 
 
-def _poll(db: Path, t0: float) -> Poll:
+def _poll(db: Path, t0: float, proc: procs.Proc) -> Poll:
+    """Polls until no message is ``accepted``, the bound passes, or the gateway is gone."""
     poll = Poll()
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
@@ -225,7 +226,7 @@ def _poll(db: Path, t0: float) -> Poll:
             ).fetchone()
             t = time.monotonic() - t0
             poll.points.append((t, int(left)))
-            if left == 0 or t >= DRAIN_BOUND_S:
+            if left == 0 or t >= DRAIN_BOUND_S or proc.popen.poll() is not None:
                 return poll
             time.sleep(POLL_S)
     finally:
@@ -282,7 +283,7 @@ def drain(opts: Options, seed: Seed, latency_ms: int) -> Outcome:
             if opts.profile:
                 spy = profile.start(gw.pid, DRAIN_BOUND_S, raw)
             _log(f"{name}: /readyz answered {t0 - spawned:.1f} s after start; draining")
-            poll = _poll(db, t0)
+            poll = _poll(db, t0, gw)
             wall = max(1e-9, time.monotonic() - t0)
             steal1, total1 = procs.host_cpu_ticks()
             steal = 100 * (steal1 - steal0) / max(1, total1 - total0)

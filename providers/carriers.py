@@ -26,6 +26,7 @@ from gateway.dispatch.ports import (
     Submission,
     SubmitOutcome,
 )
+from providers import http
 from providers.batching import by_route, check_batch, payload_required, post_batch
 from providers.http import SignedJsonApi, parse_callback
 from providers.wire import CapabilityResponse, WireModel, capability_answers, inbound
@@ -105,6 +106,10 @@ class HttpCarrier:
             "/rcs/capability", {"numbers": list(keys)}, CapabilityResponse
         )
         return capability_answers(self.name, keys, answer)
+
+    async def recall(self, client_ref: str) -> tuple[bool, str | None]:
+        """Withdraws a message not yet delivered: (recalled, why not)."""
+        return await http.recall(self._api, client_ref)
 
     def verify(self, body: bytes, signature: str | None) -> bool:
         return self._api.verify(body, signature)

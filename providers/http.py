@@ -21,7 +21,7 @@ import math
 from typing import Any, TypeVar
 
 import aiohttp
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway.errors import PermanentProviderError, RetryableProviderError
 from providers import signing
@@ -108,3 +108,16 @@ def parse_callback(model: type[M], body: bytes, what: str) -> M:
         return model.model_validate_json(body)
     except ValidationError as exc:
         raise ValueError(f"malformed {what}: {exc.error_count()} error(s)") from exc
+
+
+class RecallAnswer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    client_ref: str
+    recalled: bool
+    reason: str | None = None
+
+
+async def recall(api: SignedJsonApi, client_ref: str) -> tuple[bool, str | None]:
+    """Asks the provider to withdraw a message it has not delivered yet."""
+    answer = await api.post("/recall", {"client_ref": client_ref}, RecallAnswer)
+    return answer.recalled, answer.reason

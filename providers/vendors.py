@@ -32,6 +32,7 @@ from gateway.dispatch.ports import (
     Submission,
     SubmitOutcome,
 )
+from providers import http
 from providers.batching import check_batch, payload_required, post_batch
 from providers.http import SignedJsonApi, parse_callback
 from providers.numbers import number_hash
@@ -137,6 +138,10 @@ class HttpVendor:
             "sms_text": sms_text,
         }
         return (await self._api.post("/templates/review", payload, _ReviewTaken)).review_id
+
+    async def recall(self, client_ref: str) -> tuple[bool, str | None]:
+        """Withdraws a message not yet delivered: (recalled, why not)."""
+        return await http.recall(self._api, client_ref)
 
     def verify(self, body: bytes, signature: str | None) -> bool:
         return self._api.verify(body, signature)

@@ -32,6 +32,8 @@ class FakeProvider:
     callbacks: list[str] = field(default_factory=list)
     fail_next: list[ProviderError] = field(default_factory=list)
     reject: dict[str, ProviderError] = field(default_factory=dict)
+    delivered: set[str] = field(default_factory=set)
+    recalled: set[str] = field(default_factory=set)
 
     async def submit(self, batch: Sequence[Submission], callback_url: str) -> list[SubmitOutcome]:
         assert len(batch) <= self.max_batch
@@ -46,6 +48,12 @@ class FakeProvider:
                 self.submitted.append(s)
                 out.append(SubmitOutcome(s.message_id, provider_ref=f"{self.name}-{s.message_id}"))
         return out
+
+    async def recall(self, client_ref: str) -> tuple[bool, str | None]:
+        if client_ref in self.delivered:
+            return False, "already_delivered"
+        self.recalled.add(client_ref)
+        return True, None
 
     def verify(self, body: bytes, signature: str | None) -> bool:
         return signing.verify(SECRET, body, signature)

@@ -17,6 +17,7 @@ from gateway.domain.messages import MessageView, Rendered
 from gateway.domain.phones import mask
 from gateway.errors import InvalidInput, NotFound
 from gateway.keys import SERVICES
+from gateway.usecases.revoke import revoke
 from gateway.usecases.sending import SendAccepted, SendRequest, request_hash
 
 
@@ -62,6 +63,18 @@ async def get_message(request: web.Request) -> web.Response:
     return respond(message_json(view, masked=principal.role != "campaign"))
 
 
+async def revoke_message(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    out = await revoke(
+        services.store,
+        services.providers,
+        services.clock,
+        request[PRINCIPAL].tenant_id,
+        path_id(request, "message_id"),
+    )
+    return respond(out)
+
+
 def message_json(view: MessageView, *, masked: bool) -> dict[str, Any]:
     stored = Rendered.from_dict(view.rendered)
     rendered: dict[str, Any] = {"text": stored.text}
@@ -94,6 +107,14 @@ def message_json(view: MessageView, *, masked: bool) -> dict[str, Any]:
 
 
 ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/v1/messages/{message_id}/revoke",
+        revoke_message,
+        "Withdraw a message not yet delivered (the provider is asked if it has it)",
+        WRITE,
+        tag="messages",
+    ),
     Endpoint(
         "POST",
         "/v1/messages",

@@ -395,6 +395,7 @@ class Dispatcher:
                             p.message.attempts + 1,
                             p.fallbacks,
                             wait,
+                            p.submission.message_id,
                         )
                     )
         self._metrics.dispatch_attempts.labels(name, outcome).inc()

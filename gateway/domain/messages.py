@@ -198,6 +198,7 @@ class Submitted:
     attempt: int
     fallbacks: tuple[tuple[str, str], ...] = ()  # preferred routes passed over: (route, reason)
     wait_until: float | None = None  # rich routes: fall back to SMS if no report by then
+    client_ref: str | None = None  # the reference the provider has it under
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,6 +180,14 @@ class Store(Protocol):
 
     # tracked links
     async def find_link(self, token: str) -> LinkRecord | None: ...
+    async def revoke_pending(self, tenant_id: str, message_id: str, now: float) -> str | None:
+        """Revokes a message not yet handed over: "revoked_now", "in_flight", a status, None."""
+        ...
+
+    async def mark_revoked(
+        self, message_id: str, now: float, data: dict[str, Any], recalled: bool
+    ) -> bool: ...
+
     async def latest_message_to(self, phone: str) -> tuple[str, str] | None:
         """(message_id, tenant_id) of the newest message to ``phone``, any tenant."""
         ...

@@ -163,6 +163,29 @@ class MemoryStore:
     async def find_link(self, token: str) -> LinkRecord | None:
         return self.links.get(token)
 
+    async def revoke_pending(self, tenant_id: str, message_id: str, now: float) -> str | None:
+        rec = self.messages.get(message_id)
+        if rec is None or rec.new.tenant_id != tenant_id:
+            return None
+        q = self.queue.get(message_id)
+        if rec.status in (Status.ACCEPTED, Status.DEFERRED):
+            if q is not None and q.lease_until > now:
+                return "in_flight"
+            self.queue.pop(message_id, None)
+            self._move(message_id, Status.REVOKED, now, reason="revoked")
+            self._event(message_id, "revoked", now)
+            return "revoked_now"
+        return rec.status
+
+    async def mark_revoked(
+        self, message_id: str, now: float, data: dict[str, Any], recalled: bool
+    ) -> bool:
+        moved = recalled and self._move(message_id, Status.REVOKED, now, reason="revoked")
+        if moved:
+            self.queue.pop(message_id, None)
+        self._event(message_id, "revoked" if moved else "revoke_refused", now, **data)
+        return moved
+
     async def latest_message_to(self, phone: str) -> tuple[str, str] | None:
         found = [m for m in self.messages.values() if m.new.to == phone]
         if not found:
@@ -378,6 +401,7 @@ class MemoryStore:
                     provider=o.provider,
                     route=o.route,
                     provider_ref=o.provider_ref,
+                    client_ref=o.client_ref if o.client_ref != o.message_id else None,
                     attempt=o.attempt,
                 )
             elif isinstance(o, Reroute):

@@ -351,6 +351,47 @@ class SqliteStore:
         ).fetchone()
         return LinkRecord(*row) if row else None
 
+    async def revoke_pending(self, tenant_id: str, message_id: str, now: float) -> str | None:
+        """Revokes a message not yet handed to a provider; answers what it found: "revoked",
+        "in_flight" (being handed over right now), another status, or None (no such message)."""
+
+        def job(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT status FROM messages WHERE message_id = ? AND tenant_id = ?",
+                (message_id, tenant_id),
+            ).fetchone()
+            if row is None:
+                return None
+            if row[0] not in (Status.ACCEPTED, Status.DEFERRED):
+                return str(row[0])
+            leased = conn.execute(
+                "SELECT lease_until > ? FROM dispatch_queue WHERE message_id = ?", (now, message_id)
+            ).fetchone()
+            if leased and leased[0]:
+                return "in_flight"
+            conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (message_id,))
+            _set_status(conn, message_id, Status.REVOKED, now, reason="revoked")
+            _event(conn, message_id, "revoked", now)
+            return "revoked_now"
+
+        return await self.writer.run(job)
+
+    async def mark_revoked(
+        self, message_id: str, now: float, data: dict[str, Any], recalled: bool
+    ) -> bool:
+        """Records the provider's answer to a recall: revoked if it withdrew the message."""
+
+        def job(conn: sqlite3.Connection) -> bool:
+            moved = recalled and _set_status(
+                conn, message_id, Status.REVOKED, now, reason="revoked"
+            )
+            if moved:
+                conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (message_id,))
+            _event(conn, message_id, "revoked" if moved else "revoke_refused", now, **data)
+            return moved
+
+        return await self.writer.run(job)
+
     async def latest_message_to(self, phone: str) -> tuple[str, str] | None:
         """(message_id, tenant_id) of the newest message to ``phone``, any tenant."""
         best: tuple[float, str, str] | None = None
@@ -678,6 +719,7 @@ def _apply_outcomes(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> No
                 provider=o.provider,
                 route=o.route,
                 provider_ref=o.provider_ref,
+                client_ref=o.client_ref if o.client_ref != o.message_id else None,
                 attempt=o.attempt,
             )
         elif isinstance(o, Reroute):

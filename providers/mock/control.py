@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from providers.mock.config import PROVIDERS, Behaviour
-from providers.mock.runtime import RUNTIME, SESSION, describe, error
+from providers.mock.runtime import OUTBOX, RUNTIME, SESSION, describe, error
 from providers.mock.state import normalise_number, utc_now
 from providers.signing import sign
 
@@ -90,7 +90,7 @@ async def set_behaviour(request: web.Request) -> web.Response:
         data = json.loads(await request.read())
         name = data.pop("provider")
     except (ValueError, KeyError, TypeError, AttributeError):
-        return error(400, "send {\"provider\": name, <behaviour keys>}")
+        return error(400, 'send {"provider": name, <behaviour keys>}')
     if name not in PROVIDERS:
         return error(400, f"provider: unknown provider {name!r}")
     try:
@@ -99,3 +99,27 @@ async def set_behaviour(request: web.Request) -> web.Response:
         return error(400, describe(exc))
     rt.behaviours[name] = updated
     return web.json_response({name: updated.model_dump()})
+
+
+class RecallRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    client_ref: str
+
+
+async def recall(request: web.Request) -> web.Response:
+    """``POST /{provider}/v1/recall`` ``{"client_ref"}``: withdraw a message not yet delivered.
+
+    Answers ``{"client_ref", "recalled": true}`` if the phone had not got it yet (its
+    reports are cancelled), else ``"recalled": false`` with a reason."""
+    from providers.mock.gate import admit, per_request
+
+    admitted = await admit(request, PROVIDERS, RecallRequest, per_request)
+    if isinstance(admitted, web.Response):
+        return admitted
+    ref = admitted.body.client_ref
+    rt = request.app[RUNTIME]
+    if (admitted.provider, ref) not in rt.state.seen_refs():
+        return web.json_response({"client_ref": ref, "recalled": False, "reason": "unknown"})
+    recalled = request.app[OUTBOX].recall(admitted.provider, ref)
+    reason = None if recalled else "already_delivered"
+    return web.json_response({"client_ref": ref, "recalled": recalled, "reason": reason})

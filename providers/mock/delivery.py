@@ -63,11 +63,11 @@ def accept(
         ref, msg_id = message.client_ref, accepted.msg_id
         outbox = app[OUTBOX]
         if rt.chance(behaviour.dlr_failure_rate):
-            outbox.schedule(delay_s, provider, callback_url, style.failed(ref, msg_id))
+            outbox.schedule(delay_s, provider, callback_url, style.failed(ref, msg_id), ref=ref)
         else:
             shown = displayable and rt.chance(behaviour.display_rate)
             then = (delay_s, style.displayed(ref, msg_id)) if shown else None
             outbox.schedule(
-                delay_s, provider, callback_url, style.delivered(ref, msg_id), then=then
+                delay_s, provider, callback_url, style.delivered(ref, msg_id), then=then, ref=ref
             )
     return {"client_ref": message.client_ref, "msg_id": accepted.msg_id, "status": "accepted"}

@@ -54,6 +54,7 @@ class ReportOutbox:
         self._first_backoff_s = first_backoff_s
         self._pending: dict[Destination, list[dict[str, Any]]] = {}
         self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._refs: dict[int, tuple[str, str]] = {}  # timer → (provider, client_ref)
         self._ids = count()
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -82,6 +83,7 @@ class ReportOutbox:
         event: Event,
         *,
         then: FollowUp | None = None,
+        ref: str | None = None,
     ) -> None:
         """Queue ``event`` for ``callback_url`` after ``delay_s`` seconds.
 
@@ -93,11 +95,24 @@ class ReportOutbox:
         self._timers[key] = loop.call_later(
             delay_s, self._due, key, provider, callback_url, event, then
         )
+        if ref is not None:
+            self._refs[key] = (provider, ref)
+
+    def recall(self, provider: str, ref: str) -> bool:
+        """Cancels the reports not yet due for ``ref``: the phone never got the message."""
+        keys = [k for k, v in self._refs.items() if v == (provider, ref)]
+        for key in keys:
+            self._refs.pop(key, None)
+            timer = self._timers.pop(key, None)
+            if timer is not None:
+                timer.cancel()
+        return bool(keys)
 
     def _due(
         self, key: int, provider: str, callback_url: str, event: Event, then: FollowUp | None
     ) -> None:
         self._timers.pop(key, None)
+        self._refs.pop(key, None)
         pending = self._pending.setdefault((provider, callback_url, event.envelope), [])
         pending.append(event.render())
         if len(pending) >= BATCH_SIZE:

@@ -46,6 +46,7 @@ def create_mock_app(
     app.router.add_post("/_mock/reset", control.reset)
     app.router.add_post("/_mock/mo", control.send_mo)
     app.router.add_post("/_mock/behaviour", control.set_behaviour)
+    app.router.add_post("/{provider}/v1/recall", control.recall)
     app.router.add_get("/healthz", control.healthz)
     return app
 

@@ -94,6 +94,9 @@ class MockState:
         )
         return Accepted(msg_id, is_new=True)
 
+    def seen_refs(self) -> dict[tuple[str, str], str]:
+        return self._seen
+
     def stats(self) -> dict[str, dict[str, int]]:
         return {
             p: {"submitted": c.submitted, "distinct": c.distinct} for p, c in self.counts.items()
