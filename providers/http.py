@@ -16,11 +16,11 @@ any other non-2xx                     ``PermanentProviderError("http_<status>")`
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, TypeVar
 
 import aiohttp
+import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway.errors import PermanentProviderError, RetryableProviderError
@@ -49,7 +49,7 @@ class SignedJsonApi:
 
     async def post(self, path: str, payload: Any, answer: type[M]) -> M:
         """POST ``payload`` to ``path`` and parse the 2xx answer as ``answer``."""
-        body = json.dumps(payload).encode()
+        body = orjson.dumps(payload)
         headers = {
             "Content-Type": "application/json",
             "X-Signature": signing.sign(self._secret, body),

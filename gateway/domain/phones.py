@@ -59,8 +59,35 @@ def mask_in_text(text: str) -> str:
     return _E164_IN_TEXT.sub(lambda m: mask(m.group(0)), text)
 
 
-@lru_cache(maxsize=65536)
+def _cn_prefix_digits() -> int:
+    """How many national digits phonenumbers' carrier data ever looks at for China (+86)."""
+    from phonenumbers.carrierdata import CARRIER_DATA
+
+    return max((len(k) - 2 for k in CARRIER_DATA if k.startswith("86")), default=8)
+
+
+_CN_DIGITS = _cn_prefix_digits()
+
+
 def carrier_name(e164: str) -> str:
-    """The original carrier's English name as phonenumbers knows it ('' if unknown)."""
+    """The original carrier's English name as phonenumbers knows it ('' if unknown).
+
+    phonenumbers decides a Chinese number's carrier by its first few digits only, so the
+    answer is cached per prefix: a million distinct numbers cost a few hundred parses.
+    """
+    if not e164.startswith("+86"):
+        return _carrier_of(e164)
+    prefix = e164[: 3 + _CN_DIGITS]
+    name = _BY_PREFIX.get(prefix)
+    if name is None:
+        name = _BY_PREFIX[prefix] = _carrier_of(e164)
+    return name
+
+
+_BY_PREFIX: dict[str, str] = {}  # at most 10^4 prefixes
+
+
+@lru_cache(maxsize=65536)
+def _carrier_of(e164: str) -> str:
     number = phonenumbers.parse(e164, None)
     return pn_carrier.name_for_number(number, "en")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -147,7 +146,7 @@ class SqliteStore:
 
     async def get_settings(self, tenant_id: str) -> dict[str, Any]:
         row = await self._one("SELECT settings FROM tenants WHERE tenant_id = ?", (tenant_id,))
-        return json.loads(row[0]) if row else {}
+        return orjson.loads(row[0]) if row else {}
 
     async def put_settings(self, tenant_id: str, settings: dict[str, Any]) -> None:
         text = dumps(settings)
@@ -181,13 +180,13 @@ class SqliteStore:
         row = await self._one(
             "SELECT body FROM brands WHERE tenant_id = ? AND brand_id = ?", (tenant_id, brand_id)
         )
-        return json.loads(row[0]) if row else None
+        return orjson.loads(row[0]) if row else None
 
     async def list_brands(self, tenant_id: str) -> list[tuple[str, dict[str, Any]]]:
         rows = await self._all(
             "SELECT brand_id, body FROM brands WHERE tenant_id = ? ORDER BY brand_id", (tenant_id,)
         )
-        return [(r[0], json.loads(r[1])) for r in rows]
+        return [(r[0], orjson.loads(r[1])) for r in rows]
 
     # templates ---------------------------------------------------------------------------
     async def put_template(
@@ -250,7 +249,7 @@ class SqliteStore:
             )
         if row is None:
             return None
-        return TemplateRecord(tenant_id, template_id, row[0], json.loads(row[1]), row[2])
+        return TemplateRecord(tenant_id, template_id, row[0], orjson.loads(row[1]), row[2])
 
     async def list_templates(self, tenant_id: str) -> list[TemplateRecord]:
         rows = await self._all(
@@ -260,7 +259,7 @@ class SqliteStore:
             " ORDER BY t.template_id",
             (tenant_id,),
         )
-        return [TemplateRecord(tenant_id, r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+        return [TemplateRecord(tenant_id, r[0], r[1], orjson.loads(r[2]), r[3]) for r in rows]
 
     # vendors' reviews --------------------------------------------------------------------
     async def reviews_for(
@@ -531,13 +530,13 @@ class SqliteStore:
             template_version=row[10],
             campaign_id=row[11],
             client_ref=row[12],
-            rendered=json.loads(row[13]),
+            rendered=orjson.loads(row[13]),
             created_at=row[14],
             updated_at=row[15],
             expires_at=row[16],
             events=[
                 Event(Status.ACCEPTED, row[14]),
-                *(Event(e[0], e[1], json.loads(e[2])) for e in events),
+                *(Event(e[0], e[1], orjson.loads(e[2])) for e in events),
             ],
         )
 
@@ -631,7 +630,7 @@ class SqliteStore:
                             tenant_id=r[1],
                             to=r[2],
                             category=r[3],
-                            rendered=Rendered.from_dict(json.loads(r[4])),
+                            rendered=Rendered.from_dict(orjson.loads(r[4])),
                             route_pref=tuple(p for p in r[5].split(",") if p),
                             attempts=attempts,
                             expires_at=r[6],
@@ -645,7 +644,7 @@ class SqliteStore:
                             provider=r[11],
                             campaign_id=r[12],
                             timezone=r[13],
-                            policy=json.loads(r[14]) if r[14] else None,
+                            policy=orjson.loads(r[14]) if r[14] else None,
                         )
                     )
             out.sort(key=lambda q: q.id)
@@ -692,36 +691,10 @@ def _set_status(
 
 
 def _apply_outcomes(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> None:
+    _apply_submitted(conn, [o for o in outcomes if isinstance(o, Submitted)])
     for o in outcomes:
         if isinstance(o, Submitted):
-            if o.fallbacks:
-                _event(conn, o.message_id, "fallback", o.at, **fallback_event(o))
-            if o.wait_until is None:
-                conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (o.message_id,))
-            else:  # a rich route: wait for its report, then fall back
-                conn.execute(
-                    "UPDATE dispatch_queue SET stage = 'rich_wait', due_at = ?, lease_until = 0"
-                    " WHERE message_id = ?",
-                    (o.wait_until, o.message_id),
-                )
-            # A fast delivery report may have landed first: keep its status, record the route.
-            conn.execute(
-                "UPDATE messages SET route = ?, provider = ?, provider_ref = ?, updated_at = ?"
-                " WHERE message_id = ?",
-                (o.route, o.provider, o.provider_ref, o.at, o.message_id),
-            )
-            _set_status(conn, o.message_id, Status.SUBMITTED, o.at)
-            _event(
-                conn,
-                o.message_id,
-                "submitted",
-                o.at,
-                provider=o.provider,
-                route=o.route,
-                provider_ref=o.provider_ref,
-                client_ref=o.client_ref if o.client_ref != o.message_id else None,
-                attempt=o.attempt,
-            )
+            continue  # recorded in bulk above
         elif isinstance(o, Reroute):
             _reroute(conn, o.message_id, o.route, o.at, o.ref_suffix)
             _event(
@@ -786,6 +759,60 @@ def _apply_outcomes(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> No
             conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (o.message_id,))
             if _set_status(conn, o.message_id, Status.SUPPRESSED, o.at, reason=o.reason):
                 _event(conn, o.message_id, "suppressed", o.at, reason=o.reason)
+
+
+def _apply_submitted(conn: sqlite3.Connection, subs: list[Submitted]) -> None:
+    """Providers' acknowledgements, a batch at a time (one statement per kind, not per row).
+
+    A delivery report may have overtaken the acknowledgement: the status only moves from
+    accepted or deferred to submitted, never back from delivered; the route is recorded.
+    """
+    if not subs:
+        return
+    conn.executemany(
+        "INSERT INTO events (message_id, type, at, data) VALUES (?, 'fallback', ?, ?)",
+        [(o.message_id, o.at, dumps(fallback_event(o))) for o in subs if o.fallbacks],
+    )
+    conn.executemany(
+        "DELETE FROM dispatch_queue WHERE message_id = ?",
+        [(o.message_id,) for o in subs if o.wait_until is None],
+    )
+    conn.executemany(  # a rich route: wait for its report, then fall back
+        "UPDATE dispatch_queue SET stage = 'rich_wait', due_at = ?, lease_until = 0"
+        " WHERE message_id = ?",
+        [(o.wait_until, o.message_id) for o in subs if o.wait_until is not None],
+    )
+    conn.executemany(
+        "UPDATE messages SET route = ?, provider = ?, provider_ref = ?, updated_at = ?,"
+        " status = CASE WHEN status IN ('accepted', 'deferred') THEN 'submitted' ELSE status END"
+        " WHERE message_id = ?",
+        [(o.route, o.provider, o.provider_ref, o.at, o.message_id) for o in subs],
+    )
+    conn.executemany(
+        "INSERT INTO events (message_id, type, at, data) VALUES (?, 'submitted', ?, ?)",
+        [
+            (
+                o.message_id,
+                o.at,
+                dumps(
+                    _compact(
+                        {
+                            "provider": o.provider,
+                            "route": o.route,
+                            "provider_ref": o.provider_ref,
+                            "client_ref": o.client_ref if o.client_ref != o.message_id else None,
+                            "attempt": o.attempt,
+                        }
+                    )
+                ),
+            )
+            for o in subs
+        ],
+    )
+
+
+def _compact(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if v is not None}
 
 
 def _reroute(
