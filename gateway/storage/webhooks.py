@@ -88,7 +88,9 @@ class SqliteWebhooks:
             if not endpoints:  # nobody listens: move the cursor past everything at once
                 (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
                 if last > row[0]:
-                    conn.execute("UPDATE event_cursors SET seq = ? WHERE name = 'webhooks'", (last,))
+                    conn.execute(
+                        "UPDATE event_cursors SET seq = ? WHERE name = 'webhooks'", (last,)
+                    )
                 return 0
             events = conn.execute(
                 "SELECT e.seq, e.message_id, e.type, e.at, e.data, m.tenant_id, m.to_number,"
