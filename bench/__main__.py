@@ -1,5 +1,6 @@
-"""``python -m bench [--duration S] [--only hello,send,dispatch,drain,render] [--repeat N]
-[--profile] [--env K=V] [--drain-messages N]``."""
+"""``python -m bench [--duration S] [--only hello,send,click,dispatch,drain,render,import,...]
+[--repeat N] [--profile] [--env K=V] [--drain-messages N] [--import-lines N] [--campaign-size N]``.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import math
 import sys
 from pathlib import Path
 
-from bench import drain, render, report, scenarios, wrk
+from bench import audience, drain, render, report, scenarios, wrk
 
-SCENARIOS = ("hello", "send", "dispatch", "drain", "render")
-ROUND_SCENARIOS = ("hello", "send", "dispatch", "drain")
+SCENARIOS = ("hello", "send", "click", "dispatch", "drain", "render", "import", "campaign")
+ROUND_SCENARIOS = ("hello", "send", "click", "dispatch", "drain")
 OUT_DIR = scenarios.ROOT / "bench-results"
 
 
@@ -35,6 +36,8 @@ def _run(name: str, opts: scenarios.Options, seed: drain.Seed) -> list[scenarios
         return [scenarios.hello(opts)]
     if name == "drain":
         return drain.run(opts, seed)
+    if name == "click":
+        return [scenarios.click(opts)]
     return [scenarios.send(opts, dispatch=name == "dispatch")]
 
 
@@ -89,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         help="extra setting for the gateway under test (repeatable), for experiments",
     )
     parser.add_argument(
+        "--import-lines", type=int, default=1_000_000, help="NDJSON lines to import (1,000,000)"
+    )
+    parser.add_argument(
+        "--campaign-size", type=int, default=100_000, help="recipients of the campaign (100,000)"
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1, help="rounds of all scenarios; the median is shown (1)"
     )
     parser.add_argument("--out", type=Path, default=OUT_DIR / "latest.md", help="report file")
@@ -129,6 +138,25 @@ def main(argv: list[str] | None = None) -> int:
             f"({r['us_each']} µs each; {r['renders']:,} renders in {r['seconds']} s): variables "
             "checked, card rendered in the sandbox, limits, tracked links, SMS and segments, "
             "the carrier's UP message and all five vendors' cards (`bench/render.py`)"
+        )
+    if "import" in args.only:
+        r = audience.measure_import(args.import_lines)
+        text += (
+            "\n\n## Importing recipients (NDJSON, streamed)\n\n"
+            f"- {r['lines']:,} lines: **{r['rows_per_s']:,} rows/s** ({r['seconds']} s; created "
+            f"{r['created']:,}, updated {r['updated']:,}, rejected {r['rejected']}); gateway peak "
+            f"memory (VmHWM) **{r['peak_rss_mb']} MB** (`bench/audience.py`)"
+        )
+    if "campaign" in args.only:
+        r = audience.measure_campaign(args.campaign_size)
+        text += (
+            "\n\n## A campaign end to end (mock providers, 0 ms)\n\n"
+            f"- {r['recipients']:,} recipients in the segment: "
+            f"**{r['messages_per_s']:,} messages/s** "
+            f"from POST /v1/campaigns to every message final ({r['seconds']} s; delivered "
+            f"{r['delivered']:,}, failed {r['failed']}, suppressed {r['suppressed']}; routes "
+            f"{r['routes']}); gateway peak memory **{r['peak_rss_mb']} MB** "
+            f"({r['rss_after_import_mb']} MB after importing them)"
         )
     print(text)
     out.write_text(text + "\n")

@@ -139,3 +139,37 @@ def mock_stats(gw: Gateway) -> dict[str, dict[str, int]]:
         procs.get_json_text(f"http://127.0.0.1:{gw.mock_port}/_mock/stats")
     )
     return stats
+
+
+def tracked_link(gw: Gateway) -> str:
+    """Sends one card with an open_url button and answers its tracked link."""
+    body = json.dumps(
+        {
+            "to": "13900000001",
+            "template_id": "fund_due",
+            "variables": {
+                "name": "张三",
+                "amount": "1000",
+                "date": "2026-12-01",
+                "fund_id": "F001",
+            },
+        }
+    )
+    req = urllib.request.Request(
+        f"{gw.url}/v1/messages", data=body.encode(), headers=headers(gw), method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        message_id = json.loads(resp.read())["message_id"]
+    req = urllib.request.Request(f"{gw.url}/v1/messages/{message_id}", headers=headers(gw))
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        card = json.loads(resp.read())["rendered"]["card"]
+    return str(card["buttons"][0]["action"]["url"])
+
+
+def count_events(db: Path, kind: str) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        (n,) = conn.execute("SELECT count(*) FROM events WHERE type = ?", (kind,)).fetchone()
+    finally:
+        conn.close()
+    return int(n)

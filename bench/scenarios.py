@@ -204,3 +204,27 @@ def _count_facts(
         f"difference {extra:+d}: {verdict}"
     )
     return 0 <= extra <= slack
+
+
+def click(opts: Options) -> Outcome:
+    """Tracked-link redirects: ``GET /c/{token}`` answering 302, each a recorded click."""
+    with tempfile.TemporaryDirectory(prefix="bench-click-") as tmp_name:
+        tmp = Path(tmp_name)
+        _log(f"click: starting the gateway in {tmp}")
+        gw = gateway.start(tmp, dispatch=False, extra_env=opts.gateway_env)
+        facts: list[str] = []
+        try:
+            url = gateway.tracked_link(gw)
+            warm, run, cpu, summary = _measure("click", url, wrk.script(), gw.proc.pid, opts, tmp)
+            facts += _wrk_facts(warm, run) + cpu
+            facts.append(
+                f"every answer a 302: {run.non_2xx == run.requests} (wrk counts 3xx as non-2xx)"
+            )
+            clicks = gateway.count_events(gw.db, "clicked")
+            facts.append(
+                f"clicked events recorded: {clicks:,} (answered {warm.requests + run.requests:,})"
+            )
+        finally:
+            code = procs.stop(gw.proc, timeout_s=60)
+        ok = run.socket_error_total == 0 and code == 0 and run.non_2xx == run.requests
+    return Outcome("click", "D: click redirect (GET /c/{token}, 302)", run, facts, summary, ok=ok)

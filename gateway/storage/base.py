@@ -194,8 +194,8 @@ class Store(Protocol):
 
     async def record_reply(self, message_id: str, at: float, data: dict[str, Any]) -> None: ...
 
-    async def record_click(self, link: LinkRecord, at: float, user_agent: str | None) -> None:
-        """A ``clicked`` event; the recipient's ``last_clicked_at`` and route where stored."""
+    async def record_clicks(self, clicks: Sequence[tuple[LinkRecord, float, str | None]]) -> None:
+        """``clicked`` events; each recipient's ``last_clicked_at`` and route where stored."""
         ...
 
     # messages

@@ -196,16 +196,17 @@ class MemoryStore:
     async def record_reply(self, message_id: str, at: float, data: dict[str, Any]) -> None:
         self._event(message_id, "replied", at, **data)
 
-    async def record_click(self, link: LinkRecord, at: float, user_agent: str | None) -> None:
-        if link.message_id in self.messages:
-            self._event(
-                link.message_id,
-                "clicked",
-                at,
-                button=link.button,
-                label=link.label,
-                user_agent=(user_agent or "")[:300] or None,
-            )
+    async def record_clicks(self, clicks: Sequence[tuple[LinkRecord, float, str | None]]) -> None:
+        for link, at, user_agent in clicks:
+            if link.message_id in self.messages:
+                self._event(
+                    link.message_id,
+                    "clicked",
+                    at,
+                    button=link.button,
+                    label=link.label,
+                    user_agent=(user_agent or "")[:300] or None,
+                )
 
     async def get_template(
         self, tenant_id: str, template_id: str, version: int | None = None

@@ -407,26 +407,37 @@ class SqliteStore:
     async def record_reply(self, message_id: str, at: float, data: dict[str, Any]) -> None:
         await self.writer.run(lambda conn: _event(conn, message_id, "replied", at, **data))
 
-    async def record_click(self, link: LinkRecord, at: float, user_agent: str | None) -> None:
+    async def record_clicks(self, clicks: Sequence[tuple[LinkRecord, float, str | None]]) -> None:
+        """Clicks, a batch at a time: ``clicked`` events, and each recipient's last click
+        (``last_clicked_at``, ``last_clicked_route``) for segments to use."""
+
         def job(conn: sqlite3.Connection) -> None:
-            _event(
-                conn,
-                link.message_id,
-                "clicked",
-                at,
-                button=link.button,
-                label=link.label,
-                user_agent=(user_agent or "")[:300] or None,
+            conn.executemany(
+                "INSERT INTO events (message_id, type, at, data) VALUES (?, 'clicked', ?, ?)",
+                [
+                    (
+                        link.message_id,
+                        at,
+                        dumps(
+                            _compact(
+                                {
+                                    "button": link.button,
+                                    "label": link.label,
+                                    "user_agent": (ua or "")[:300] or None,
+                                }
+                            )
+                        ),
+                    )
+                    for link, at, ua in clicks
+                ],
             )
-            row = conn.execute(
-                "SELECT to_number, route FROM messages WHERE message_id = ?", (link.message_id,)
-            ).fetchone()
-            if row is not None:  # the recipient's dynamic attributes, usable in segments
-                conn.execute(
-                    "UPDATE recipients SET attrs = json_set(attrs, '$.last_clicked_at', ?,"
-                    " '$.last_clicked_route', ?) WHERE tenant_id = ? AND phone = ?",
-                    (at, row[1], link.tenant_id, row[0]),
-                )
+            conn.executemany(
+                "UPDATE recipients SET attrs = json_set(attrs, '$.last_clicked_at', ?,"
+                " '$.last_clicked_route', (SELECT route FROM messages WHERE message_id = ?))"
+                " WHERE tenant_id = ? AND phone = (SELECT to_number FROM messages"
+                " WHERE message_id = ?)",
+                [(at, link.message_id, link.tenant_id, link.message_id) for link, at, _ in clicks],
+            )
 
         await self.writer.run(job, savepoint=False)
 

@@ -9,7 +9,7 @@ from cards.links import is_token
 from gateway.clock import Clock
 from gateway.errors import NotFound
 from gateway.logging import get_logger
-from gateway.storage.base import Store
+from gateway.storage.base import LinkRecord, Store
 
 log = get_logger("gateway.clicks")
 
@@ -30,7 +30,8 @@ class Clicks:
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store
         self._clock = clock
-        self._pending: set[asyncio.Task[None]] = set()
+        self._buffer: list[tuple[LinkRecord, float, str | None]] = []
+        self._flushing: asyncio.Task[None] | None = None
 
     async def follow(self, token: str, *, user_agent: str | None, count: bool = True) -> str:
         """The destination of a minted token; a click is recorded unless ``count`` is False or
@@ -39,20 +40,21 @@ class Clicks:
         if link is None:
             raise NotFound("no such link")
         if count and not is_preview(user_agent):
-            task = asyncio.get_running_loop().create_task(
-                self._record(link, self._clock.now(), user_agent)
-            )
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._buffer.append((link, self._clock.now(), user_agent))
+            if self._flushing is None or self._flushing.done():
+                self._flushing = asyncio.get_running_loop().create_task(self._flush())
         return link.url
 
-    async def _record(self, link, at: float, user_agent: str | None) -> None:  # type: ignore[no-untyped-def]
-        try:
-            await self._store.record_click(link, at, user_agent)
-        except Exception:
-            log.exception("click_not_recorded", message_id=link.message_id)
+    async def _flush(self) -> None:
+        """Writes the clicks answered meanwhile, all in one go, until none are left."""
+        while self._buffer:
+            batch, self._buffer = self._buffer, []
+            try:
+                await self._store.record_clicks(batch)
+            except Exception:
+                log.exception("clicks_not_recorded", count=len(batch))
 
     async def drain(self) -> None:
         """Waits for the clicks answered but not yet written (at shutdown)."""
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        if self._flushing is not None:
+            await self._flushing
