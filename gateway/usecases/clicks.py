@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import OrderedDict
 
 from cards.links import is_token
 from gateway.clock import Clock
@@ -12,6 +13,7 @@ from gateway.logging import get_logger
 from gateway.storage.base import LinkRecord, Store
 
 log = get_logger("gateway.clicks")
+RECENT_LINKS = 50_000
 
 # Link-preview fetchers open links nobody clicked: they are not clicks.
 _PREVIEW = re.compile(
@@ -31,14 +33,22 @@ class Clicks:
         self._store = store
         self._clock = clock
         self._buffer: list[tuple[LinkRecord, float, str | None]] = []
+        # Links never change once minted: recent ones are kept, so a burst of clicks on one
+        # campaign's links reads no table (each read hands the GIL to the writer's thread).
+        self._recent: OrderedDict[str, LinkRecord] = OrderedDict()
         self._flushing: asyncio.Task[None] | None = None
 
     async def follow(self, token: str, *, user_agent: str | None, count: bool = True) -> str:
         """The destination of a minted token; a click is recorded unless ``count`` is False or
         a link-preview fetcher asked. Unknown or malformed tokens are ``NotFound``."""
-        link = await self._store.find_link(token) if is_token(token) else None
+        link = self._recent.get(token)
         if link is None:
-            raise NotFound("no such link")
+            link = await self._store.find_link(token) if is_token(token) else None
+            if link is None:
+                raise NotFound("no such link")
+            self._recent[token] = link
+            if len(self._recent) > RECENT_LINKS:
+                self._recent.popitem(last=False)
         if count and not is_preview(user_agent):
             self._buffer.append((link, self._clock.now(), user_agent))
             if self._flushing is None or self._flushing.done():
