@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,24 +9,10 @@ from gateway.api.bodies import parse
 from gateway.api.endpoints import READ, WRITE, Endpoint
 from gateway.api.json import respond
 from gateway.api.middlewares import PRINCIPAL
-from gateway.dispatch.webhooks import UnsafeUrl, check_url, new_secret
+from gateway.dispatch.webhooks import EventType, UnsafeUrl, check_url, new_secret
 from gateway.errors import InvalidInput, NotFound, Unavailable
 from gateway.keys import SERVICES
 from gateway.storage.webhooks import SqliteWebhooks
-
-EventType = Literal[
-    "submitted",
-    "delivered",
-    "failed",
-    "expired",
-    "revoked",
-    "suppressed",
-    "deferred",
-    "displayed",
-    "clicked",
-    "replied",
-    "fallback",
-]
 
 
 class WebhookIn(BaseModel):

@@ -19,7 +19,7 @@ import random
 import secrets
 import socket
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -33,7 +33,7 @@ from gateway.storage.webhooks import Delivery, Endpoint, SqliteWebhooks
 
 log = get_logger("gateway.webhooks")
 
-EVENT_TYPES = (
+EventType = Literal[
     "submitted",
     "delivered",
     "failed",
@@ -45,7 +45,7 @@ EVENT_TYPES = (
     "clicked",
     "replied",
     "fallback",
-)
+]
 
 
 class UnsafeUrl(ValueError):

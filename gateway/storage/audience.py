@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.domain.messages import NewMessage, Status
+from gateway.domain.messages import NewMessage
 from gateway.domain.segments import Rule, to_sql
-from gateway.storage.sqlite import SqliteStore, dumps
+from gateway.storage.sqlite import SqliteStore, dumps, insert_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,52 +258,7 @@ class SqliteAudience:
             ).fetchone()
             if state != "running":
                 return None
-            new = 0
-            for m in messages:
-                inserted = conn.execute(
-                    "INSERT INTO messages (message_id, tenant_id, to_number, status, reason,"
-                    " category, route_pref, template_id, template_version, campaign_id,"
-                    " client_ref, rendered, created_at, updated_at, expires_at, timezone, policy)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                    (
-                        m.id,
-                        m.tenant_id,
-                        m.to,
-                        m.status,
-                        m.reason,
-                        m.category,
-                        ",".join(m.route_pref),
-                        m.template_id,
-                        m.template_version,
-                        m.campaign_id,
-                        m.client_ref,
-                        dumps(m.rendered.as_dict()),
-                        m.created_at,
-                        m.created_at,
-                        m.expires_at,
-                        m.timezone,
-                        dumps(m.policy) if m.policy else None,
-                    ),
-                ).rowcount
-                if not inserted:
-                    continue
-                new += 1
-                if m.links:
-                    conn.executemany(
-                        "INSERT INTO links (token, tenant_id, message_id, button, label, url)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        [(k.token, m.tenant_id, m.id, k.button, k.label, k.url) for k in m.links],
-                    )
-                if m.status == Status.ACCEPTED:
-                    conn.execute(
-                        "INSERT INTO dispatch_queue (message_id, due_at) VALUES (?, ?)",
-                        (m.id, m.due_at),
-                    )
-                else:
-                    conn.execute(
-                        "INSERT INTO events (message_id, type, at, data) VALUES (?, ?, ?, ?)",
-                        (m.id, m.status, m.created_at, dumps({"reason": m.reason})),
-                    )
+            new = sum(insert_message(conn, m, skip_existing=True) for m in messages)
             conn.execute(
                 "UPDATE campaigns SET cursor = ?, targeted = targeted + ?, fanned_out = ?,"
                 " updated_at = ? WHERE campaign_id = ?",

@@ -446,25 +446,6 @@ class SqliteStore:
         self, message: NewMessage, idempotency: IdempotencyRecord | None = None
     ) -> AcceptResult:
         m = message
-        row = (
-            m.id,
-            m.tenant_id,
-            m.to,
-            m.status,
-            m.reason,
-            m.category,
-            ",".join(m.route_pref),
-            m.template_id,
-            m.template_version,
-            m.campaign_id,
-            m.client_ref,
-            dumps(m.rendered.as_dict()),
-            m.created_at,
-            m.created_at,
-            m.expires_at,
-            m.timezone,
-            dumps(m.policy) if m.policy else None,
-        )
 
         def job(conn: sqlite3.Connection) -> AcceptResult:
             if idempotency is not None:
@@ -489,28 +470,7 @@ class SqliteStore:
                     if request_hash != idempotency.request_hash:
                         raise IdempotencyConflict(idempotency.key) from None
                     return AcceptResult(message_id, replayed=True)
-            conn.execute(
-                "INSERT INTO messages (message_id, tenant_id, to_number, status, reason, category,"
-                " route_pref, template_id, template_version, campaign_id, client_ref, rendered,"
-                " created_at, updated_at, expires_at, timezone, policy)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                row,
-            )
-            # Every message starts with an implicit "accepted" event at created_at (see
-            # get_message); only a message born in another status stores a first event.
-            if m.status != Status.ACCEPTED:
-                _event(conn, m.id, m.status, m.created_at, reason=m.reason)
-            if m.links:
-                conn.executemany(
-                    "INSERT INTO links (token, tenant_id, message_id, button, label, url)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [(k.token, m.tenant_id, m.id, k.button, k.label, k.url) for k in m.links],
-                )
-            if m.status in (Status.ACCEPTED, Status.DEFERRED):
-                conn.execute(
-                    "INSERT INTO dispatch_queue (message_id, due_at) VALUES (?, ?)",
-                    (m.id, m.due_at),
-                )
+            insert_message(conn, m)
             return AcceptResult(m.id)
 
         # Without an idempotency key nothing in the job can fail alone (ids are fresh), so it
@@ -676,6 +636,55 @@ class SqliteStore:
         self, provider: str, reports: Sequence[DeliveryReport], now: float
     ) -> list[ReportResult]:
         return await self.writer.run(lambda conn: _apply_reports(conn, provider, reports, now))
+
+
+def insert_message(conn: sqlite3.Connection, m: NewMessage, *, skip_existing: bool = False) -> bool:
+    """One message with its links and its queue entry (or its first event, if it was born
+    failed or suppressed). With ``skip_existing``, a message the database refuses as a
+    repeat (one per campaign and recipient) is skipped: answers whether it was new."""
+    inserted = conn.execute(
+        "INSERT INTO messages (message_id, tenant_id, to_number, status, reason, category,"
+        " route_pref, template_id, template_version, campaign_id, client_ref, rendered,"
+        " created_at, updated_at, expires_at, timezone, policy)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        + (" ON CONFLICT DO NOTHING" if skip_existing else ""),
+        (
+            m.id,
+            m.tenant_id,
+            m.to,
+            m.status,
+            m.reason,
+            m.category,
+            ",".join(m.route_pref),
+            m.template_id,
+            m.template_version,
+            m.campaign_id,
+            m.client_ref,
+            dumps(m.rendered.as_dict()),
+            m.created_at,
+            m.created_at,
+            m.expires_at,
+            m.timezone,
+            dumps(m.policy) if m.policy else None,
+        ),
+    ).rowcount
+    if not inserted:
+        return False
+    if m.links:
+        conn.executemany(
+            "INSERT INTO links (token, tenant_id, message_id, button, label, url)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(k.token, m.tenant_id, m.id, k.button, k.label, k.url) for k in m.links],
+        )
+    # Every message starts with an implicit "accepted" event at created_at (see
+    # get_message); only a message born in another status stores a first event.
+    if m.status != Status.ACCEPTED:
+        _event(conn, m.id, m.status, m.created_at, reason=m.reason)
+    if m.status in (Status.ACCEPTED, Status.DEFERRED):
+        conn.execute(
+            "INSERT INTO dispatch_queue (message_id, due_at) VALUES (?, ?)", (m.id, m.due_at)
+        )
+    return True
 
 
 def _event(conn: sqlite3.Connection, message_id: str, type_: str, at: float, **data: Any) -> None:
