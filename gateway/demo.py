@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,26 @@ def library_templates(library: Path = LIBRARY) -> dict[str, dict[str, Any]]:
         for path in sorted(library.glob("*.json"))
         if path.name != "brands.json"
     }
+
+
+async def load_recipients(app: web.Application, tenant_id: str, library: Path = LIBRARY) -> int:
+    """The demo recipients and a segment of them, through the same import a bank uses."""
+    services = app[SERVICES]
+    if services.audience is None:
+        return 0
+    raw = (library / "recipients.ndjson").read_bytes()
+
+    async def lines() -> AsyncIterator[bytes]:
+        for line in raw.splitlines():
+            yield line
+
+    result = await services.audience.import_lines(tenant_id, lines(), "ndjson")
+    await services.audience.put_segment(
+        tenant_id,
+        "demo_fund",
+        {"rule": {"all": [{"tag": "fund_interest"}, {"not": {"tag": "churned"}}]}},
+    )
+    return result.created + result.updated
 
 
 async def load_library(app: web.Application, tenant_id: str, library: Path = LIBRARY) -> list[str]:
@@ -74,6 +95,7 @@ async def seed_demo_on_startup(app: web.Application) -> None:
     services = app[SERVICES]
     keys = await demo_keys(app)
     changed = await load_library(app, DEMO_TENANT)
+    recipients = await load_recipients(app, DEMO_TENANT)
     base = services.settings.base_url
     print(
         "\n".join(
@@ -86,6 +108,7 @@ async def seed_demo_on_startup(app: web.Application) -> None:
                 f"  tenant:         {keys['tenant_id']}",
                 f"  campaign key:   {keys['campaign_key']}",
                 f"  ops key:        {keys['ops_key']}",
+                f"  recipients:     {recipients} (segment demo_fund)",
                 f"  templates:      {', '.join(library_templates())}"
                 + (f" (updated: {', '.join(changed)})" if changed else ""),
                 "",
