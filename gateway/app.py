@@ -16,6 +16,7 @@ from gateway.api import (
     callbacks,
     campaigns,
     catalog,
+    console,
     links,
     logs,
     messages,
@@ -126,6 +127,7 @@ def create_app(
         + links.ENDPOINTS
         + logs.ENDPOINTS
         + webhooks.ENDPOINTS
+        + console.ENDPOINTS
         + ops.ENDPOINTS,
     )
 

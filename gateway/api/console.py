@@ -1,0 +1,234 @@
+"""``/console``: the ops web console. A browser signs in with a key and keeps a signed session
+cookie (HttpOnly, SameSite=Strict, 8 hours); scripts may send ``Authorization`` instead.
+Every page is read-only, and numbers are masked unless the key's role is ``campaign``."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from datetime import date, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2.environment import Template
+
+from gateway.api.endpoints import Endpoint
+from gateway.api.logs import ROUTES, _cursor, _item, parse_query
+from gateway.domain.messages import Status
+from gateway.errors import GatewayError, Unauthenticated
+from gateway.keys import SERVICES
+from gateway.usecases.preview import PreviewRequest, preview
+from gateway.usecases.tenants import Principal, hash_key
+from providers import signing
+
+COOKIE = "gw_console"
+SESSION_S = 8 * 3600
+
+
+@lru_cache(maxsize=8)
+def _page(name: str) -> Template:
+    env = Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "console_pages"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+    )
+    return env.get_template(name)
+
+
+def _html(name: str, status: int = 200, **context: Any) -> web.Response:
+    return web.Response(
+        text=_page(name).render(**context),
+        status=status,
+        content_type="text/html",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _secret(request: web.Request) -> bytes:
+    settings = request.app[SERVICES].settings
+    master = signing.load_master_secret(settings.var_dir, settings.provider_secret)
+    return hmac.new(master, b"console-session", hashlib.sha256).digest()
+
+
+def _session_value(request: web.Request, key_hash: str, expires: int) -> str:
+    body = f"{key_hash}:{expires}"
+    sig = hmac.new(_secret(request), body.encode(), hashlib.sha256).hexdigest()
+    return f"{body}:{sig}"
+
+
+async def _principal(request: web.Request) -> Principal | None:
+    auth = request.app[SERVICES].auth
+    header = request.headers.get("Authorization")
+    if header:
+        return await auth.authenticate(header)  # a wrong key is a 401, as on the API
+    cookie = request.cookies.get(COOKIE, "")
+    parts = cookie.split(":")
+    if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) < time.time():
+        return None
+    expected = _session_value(request, parts[0], int(parts[1]))
+    if not hmac.compare_digest(expected, cookie):
+        return None
+    found = await request.app[SERVICES].store.find_key(parts[0])
+    return Principal(*found) if found else None
+
+
+async def overview(request: web.Request) -> web.Response:
+    principal = await _principal(request)
+    if principal is None:
+        return _html("login.html", title="Sign in", principal=None)
+    services = request.app[SERVICES]
+    counts: dict[str, int] = {}
+    rows = await services.store.list_messages(principal.tenant_id, parse_query({})[0], None, 1000)
+    for r in rows:
+        counts[r[2]] = counts.get(r[2], 0) + 1
+    return _html(
+        "overview.html",
+        title="Overview",
+        page="overview",
+        principal=principal,
+        counts=sorted(counts.items()),
+        providers=services.dispatcher.provider_views(),
+    )
+
+
+async def login(request: web.Request) -> web.Response:
+    form = await request.post()
+    key = str(form.get("key", "")).strip()
+    try:
+        principal = await request.app[SERVICES].auth.authenticate(f"Bearer {key}")
+    except Unauthenticated:
+        return _html(
+            "login.html", 401, title="Sign in", principal=None, error="That key is not valid."
+        )
+    response = web.HTTPSeeOther("/console")
+    value = _session_value(request, hash_key(key), int(time.time()) + SESSION_S)
+    response.set_cookie(
+        COOKIE,
+        value,
+        max_age=SESSION_S,
+        httponly=True,
+        samesite="Strict",
+        path="/console",
+        secure=request.secure,
+    )
+    del principal
+    raise response
+
+
+async def logout(request: web.Request) -> web.Response:
+    response = web.HTTPSeeOther("/console")
+    response.del_cookie(COOKIE, path="/console")
+    raise response
+
+
+async def logs_page(request: web.Request) -> web.Response:
+    principal = await _principal(request)
+    if principal is None:
+        raise web.HTTPSeeOther("/console")
+    q = {k: v for k, v in request.query.items() if v}
+    items: list[dict[str, Any]] = []
+    next_cursor, error = None, None
+    try:
+        where, cursor, limit = parse_query(q)
+        page = limit or 100
+        rows = await request.app[SERVICES].store.list_messages(
+            principal.tenant_id, where, cursor, page + 1
+        )
+        items = [_item(r, principal.role != "campaign") for r in rows[:page]]
+        if len(rows) > page:
+            next_cursor = _cursor(rows[page - 1][0])
+    except GatewayError as exc:
+        error = exc.detail
+    next_query = urlencode({**q, "cursor": next_cursor}) if next_cursor else ""
+    return _html(
+        "logs.html",
+        title="Delivery log",
+        page="logs",
+        principal=principal,
+        q=q,
+        items=items,
+        error=error,
+        next_cursor=next_cursor,
+        next_query=next_query,
+        query=urlencode(q),
+        statuses=[s.value for s in Status],
+        routes=ROUTES,
+    )
+
+
+def _sample(spec: Any) -> Any:
+    """A plausible value for a template variable, for the preview."""
+    kind = spec.type
+    if kind == "integer":
+        return 5
+    if kind == "decimal":
+        return "1000.00"
+    if kind == "date":
+        return date.today().isoformat()
+    if kind == "datetime":
+        return datetime.now().astimezone().isoformat(timespec="seconds")
+    if kind == "enum":
+        return spec.choices[0]
+    if spec.pattern and "0-9" in spec.pattern:
+        return "123456"
+    return "示例"
+
+
+async def templates_page(request: web.Request) -> web.Response:
+    principal = await _principal(request)
+    if principal is None:
+        raise web.HTTPSeeOther("/console")
+    services = request.app[SERVICES]
+    out = []
+    for loaded in await services.catalog.list_templates(principal.tenant_id):
+        spec = loaded.spec
+        entry: dict[str, Any] = {
+            "template_id": loaded.record.template_id,
+            "version": loaded.record.version,
+            "kind": spec.kind,
+            "category": spec.category,
+            "source": json.dumps(loaded.record.body, ensure_ascii=False, indent=2),
+            "reviews": {
+                r.vendor: {"state": r.state, "reason": r.reason}
+                for r in await services.catalog.reviews(loaded)
+            },
+        }
+        variables = {n: _sample(v) for n, v in spec.variables.items()}
+        try:
+            shown = await preview(
+                services.catalog,
+                principal.tenant_id,
+                loaded.record.template_id,
+                PreviewRequest(variables=variables),
+                services.settings.links_base_url,
+            )
+            entry["html"] = shown["html"]
+        except GatewayError as exc:
+            entry["preview_error"] = f"no preview with sample values: {exc.detail}"
+        out.append(entry)
+    return _html(
+        "templates.html", title="Templates", page="templates", principal=principal, templates=out
+    )
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET", "/console", overview, "The ops console (sign in with a key)", None, tag="console"
+    ),
+    Endpoint("POST", "/console/login", login, "Console sign-in (form: key)", None, tag="console"),
+    Endpoint("GET", "/console/logout", logout, "Console sign-out", None, tag="console"),
+    Endpoint("GET", "/console/logs", logs_page, "The delivery log", None, tag="console"),
+    Endpoint(
+        "GET",
+        "/console/templates",
+        templates_page,
+        "Templates with phone previews",
+        None,
+        tag="console",
+    ),
+]

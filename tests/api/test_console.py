@@ -1,0 +1,43 @@
+"""The ops console: sign in with a key, a signed session cookie, read-only pages."""
+
+from __future__ import annotations
+
+from tests.conftest import Gateway
+
+
+async def test_sign_in_and_pages(gw: Gateway) -> None:
+    """A browser signs in with its key and keeps a cookie; pages show the tenant's data."""
+    await gw.send(to="13812345678")
+    resp = await gw.client.get("/console")
+    assert resp.status == 200 and 'name="key"' in await resp.text()
+    bad = await gw.client.post("/console/login", data={"key": "nope"}, allow_redirects=False)
+    assert bad.status == 401
+    ok = await gw.client.post(
+        "/console/login", data={"key": gw.keys["bank_a"]["ops_key"]}, allow_redirects=False
+    )
+    assert ok.status == 303
+    cookie = ok.cookies["gw_console"]
+    assert cookie["httponly"] and cookie["samesite"] == "Strict"
+    page = await gw.client.get("/console")
+    text = await page.text()
+    assert page.status == 200 and "bank_a" in text and "cmcc" in text
+    logs = await (await gw.client.get("/console/logs")).text()
+    assert "+86138****5678" in logs and "13812345678" not in logs  # ops: masked
+    templates = await (await gw.client.get("/console/templates")).text()
+    assert "fund_due" in templates and "<iframe" in templates
+    await gw.client.get("/console/logout")
+    assert 'name="key"' in await (await gw.client.get("/console")).text()
+
+
+async def test_scripts_may_send_the_header(gw: Gateway) -> None:
+    """A script reads console pages with the Authorization header; a wrong key is 401."""
+    resp = await gw.client.get("/console/logs", headers=gw.auth())
+    assert resp.status == 200 and "Delivery log" in await resp.text()
+    assert (await gw.client.get("/console", headers={"Authorization": "Bearer nope"})).status == 401
+
+
+async def test_forged_cookie_is_not_a_session(gw: Gateway) -> None:
+    """A cookie the gateway did not sign signs nobody in."""
+    gw.client.session.cookie_jar.update_cookies({"gw_console": "abc:9999999999:00"})
+    resp = await gw.client.get("/console/logs", allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/console"
