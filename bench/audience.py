@@ -7,6 +7,7 @@ its process's VmHWM.
 
 from __future__ import annotations
 
+import http.client
 import json
 import sys
 import tempfile
@@ -75,20 +76,27 @@ def _request(
 
 
 def _import(gw: gateway.Gateway, path: Path) -> tuple[dict[str, Any], float]:
+    """Streams the file as the body, in 256 KiB blocks (urllib's 8 KiB would be the bottleneck)."""
     started = time.perf_counter()
-    with path.open("rb") as body:
-        req = urllib.request.Request(
-            f"{gw.url}/v1/recipients:import",
-            data=body,
-            method="POST",
-            headers={
-                "Authorization": f"Bearer {gw.campaign_key}",
-                "Content-Type": "application/x-ndjson",
-                "Content-Length": str(path.stat().st_size),
-            },
-        )
-        with urllib.request.urlopen(req, timeout=900) as resp:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=900, blocksize=1 << 18)
+    try:
+        with path.open("rb") as body:
+            conn.request(
+                "POST",
+                "/v1/recipients:import",
+                body=body,
+                headers={
+                    "Authorization": f"Bearer {gw.campaign_key}",
+                    "Content-Type": "application/x-ndjson",
+                    "Content-Length": str(path.stat().st_size),
+                },
+            )
+            resp = conn.getresponse()
             out: dict[str, Any] = json.loads(resp.read())
+    finally:
+        conn.close()
+    if resp.status != 200:
+        raise RuntimeError(f"import answered {resp.status}: {out}")
     return out, time.perf_counter() - started
 
 
