@@ -22,10 +22,15 @@ def mask_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
+INFO_ENABLED = True  # the per-request line is built only when it will be written
+
+
 def configure_logging(
     level: str = "info", json: bool = True, stream: TextIO | None = None, *, cache: bool = True
 ) -> None:
     """JSON lines to stdout; ``cache=False`` lets tests configure again after loggers were used."""
+    global INFO_ENABLED
+    INFO_ENABLED = logging.getLevelNamesMapping()[level.upper()] <= logging.INFO
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )

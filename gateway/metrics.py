@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "gateway_http_requests_total",
-            "HTTP requests",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self.request_seconds = Histogram(
-            "gateway_http_request_seconds",
-            "HTTP request latency",
-            ["route"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
-            registry=self.registry,
-        )
+        self.http = RequestStats()
+        self.registry.register(self.http)
         self.messages = Counter(
             "gateway_messages_total",
             "Messages entering a status",
@@ -86,14 +78,46 @@ class Metrics:
             self.provider_rate.labels(name).set(v["rate_per_s"])
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        """Counts a request; the labelled children are cached (``labels()`` is not free)."""
+        self.http.observe(method, route, status, seconds)
+
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+
+class RequestStats:
+    """Request counts and latencies in plain numbers, turned into Prometheus families only
+    when scraped: on the request path this costs a dict lookup and a bisect, not the
+    locks ``prometheus_client``'s own metrics take on every update (the event loop is the
+    only writer, so none are needed)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[str, list[float]] = {}  # per route: bucket counts…, +Inf, sum
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
-        children = self._request_children.get(key)
-        if children is None:
-            children = (
-                self.requests.labels(method, route, str(status)),
-                self.request_seconds.labels(route),
-            )
-            self._request_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        row = self.latency.get(route)
+        if row is None:
+            row = self.latency[route] = [0.0] * (len(BUCKETS) + 2)
+        row[bisect.bisect_left(BUCKETS, seconds)] += 1
+        row[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        counter = CounterMetricFamily(
+            "gateway_http_requests", "HTTP requests", labels=["method", "route", "status"]
+        )
+        for (method, route, status), n in sorted(self.counts.items()):
+            counter.add_metric([method, route, str(status)], n)
+        yield counter
+        histogram = HistogramMetricFamily(
+            "gateway_http_request_seconds", "HTTP request latency", labels=["route"]
+        )
+        for route, row in sorted(self.latency.items()):
+            cumulative: float = 0.0
+            buckets: list[tuple[str, float]] = []
+            for bound, in_bucket in zip((*BUCKETS, float("inf")), row[:-1], strict=True):
+                cumulative += in_bucket
+                buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+            histogram.add_metric([route], buckets, row[-1])
+        yield histogram

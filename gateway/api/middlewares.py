@@ -9,6 +9,7 @@ import time
 import structlog
 from aiohttp import web
 
+from gateway import logging as logs
 from gateway.api.endpoints import Handler, endpoint_of
 from gateway.api.problems import from_gateway_error, from_http_exception, problem
 from gateway.errors import GatewayError
@@ -56,6 +57,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not response.prepared:  # a streamed response sent its headers already
         response.headers["X-Request-Id"] = request_id
     services.metrics.observe_request(request.method, route, response.status, elapsed)
+    if not logs.INFO_ENABLED:
+        return response
     who = request.get(PRINCIPAL)
     log.info(
         "request",
