@@ -860,63 +860,130 @@ RICH_ROUTES = ("vendor_card", "carrier_rich")
 def _apply_reports(
     conn: sqlite3.Connection, provider: str, reports: Sequence[DeliveryReport], now: float
 ) -> list[ReportResult]:
+    """A batch of reports with a handful of statements, not a handful per report.
+
+    Each (provider, reference, status) applies once (``report_seen``); statuses only move
+    forward; a rich route's failure reroutes to the SMS instead of failing the message.
+    """
+    ids = list({r.message_id for r in reports})
+    rows: dict[str, list[Any]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(
+            "SELECT message_id, tenant_id, provider, route, status FROM messages"
+            f" WHERE message_id IN ({marks})",
+            chunk,
+        ):
+            rows[row[0]] = list(row[1:])
+    refs = list({r.provider_ref for r in reports})
+    seen: set[tuple[str, str]] = set()
+    for start in range(0, len(refs), 500):
+        chunk = refs[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        seen.update(
+            (ref, st)
+            for ref, st in conn.execute(
+                "SELECT provider_ref, status FROM report_seen WHERE provider = ?"
+                f" AND provider_ref IN ({marks})",
+                (provider, *chunk),
+            )
+        )
     results: list[ReportResult] = []
+    new_seen: list[tuple[str, str, str]] = []
+    events: list[tuple[str, str, float, str]] = []
+    updates: list[tuple[Any, ...]] = []
+    dequeue: list[tuple[str]] = []
     for r in reports:
-        row = conn.execute(
-            "SELECT tenant_id, provider, route, status FROM messages WHERE message_id = ?",
-            (r.message_id,),
-        ).fetchone()
+        row = rows.get(r.message_id)
         if row is None:
             results.append(ReportResult(r.message_id, applied=False))
             continue
-        seen = conn.execute(
-            "INSERT OR IGNORE INTO report_seen (provider, provider_ref, status) VALUES (?, ?, ?)",
-            (provider, r.provider_ref, r.status),
-        ).rowcount
-        if not seen:
-            results.append(ReportResult(r.message_id, applied=False, tenant_id=row[0]))
+        tenant_id, current_provider, route, current = row
+        if (r.provider_ref, r.status) in seen:
+            results.append(ReportResult(r.message_id, applied=False, tenant_id=tenant_id))
             continue
+        seen.add((r.provider_ref, r.status))
+        new_seen.append((provider, r.provider_ref, r.status))
         if r.status == "displayed":
-            _event(conn, r.message_id, "displayed", now, provider=provider, provider_at=r.at)
-            results.append(ReportResult(r.message_id, True, "displayed", row[0]))
+            events.append(
+                (
+                    r.message_id,
+                    "displayed",
+                    now,
+                    dumps(_compact({"provider": provider, "provider_at": r.at})),
+                )
+            )
+            results.append(ReportResult(r.message_id, True, "displayed", tenant_id))
             continue
         status = Status.DELIVERED if r.status == "delivered" else Status.FAILED
         if (
             status == Status.FAILED
-            and row[2] in RICH_ROUTES
-            and row[1] == provider
-            and row[3] == Status.SUBMITTED
+            and route in RICH_ROUTES
+            and current_provider == provider
+            and current == Status.SUBMITTED
         ):
             # A rich route could not deliver: not final, the SMS fallback goes next.
             queued = conn.execute(
                 "SELECT ref_suffix FROM dispatch_queue WHERE message_id = ?", (r.message_id,)
             ).fetchone()
-            _reroute(conn, r.message_id, row[2], now, (queued[0] if queued else 0) + 1)
-            _event(
-                conn,
-                r.message_id,
-                "fallback",
-                now,
-                **{"from": row[2]},
-                provider=provider,
-                reason=f"dlr_failed:{r.error_code or 'unknown'}",
+            _reroute(conn, r.message_id, route, now, (queued[0] if queued else 0) + 1)
+            events.append(
+                (
+                    r.message_id,
+                    "fallback",
+                    now,
+                    dumps(
+                        {
+                            "from": route,
+                            "provider": provider,
+                            "reason": f"dlr_failed:{r.error_code or 'unknown'}",
+                        }
+                    ),
+                )
             )
-            results.append(ReportResult(r.message_id, True, "rerouted", row[0]))
+            results.append(ReportResult(r.message_id, True, "rerouted", tenant_id))
             continue
-        extra: dict[str, Any] = {"reason": r.error_code} if status == Status.FAILED else {}
-        if row[1] is None:
-            extra.update(provider=provider, provider_ref=r.provider_ref)
-        moved = _set_status(conn, r.message_id, status, now, **extra)
-        if moved:  # an out-of-order report (after a final status) changes nothing
-            conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (r.message_id,))
-            _event(
-                conn,
+        if not can_move(current, status):  # an out-of-order report changes nothing
+            results.append(ReportResult(r.message_id, False, status.value, tenant_id))
+            continue
+        row[3] = status  # a later report in this batch sees this one
+        if current_provider is None:
+            row[1] = provider
+        updates.append(
+            (
+                status.value,
+                now,
+                r.error_code if status == Status.FAILED else None,
+                provider,
+                r.provider_ref,
+                r.message_id,
+            )
+        )
+        dequeue.append((r.message_id,))
+        events.append(
+            (
                 r.message_id,
                 status.value,
                 now,
-                provider=provider,
-                provider_at=r.at,
-                error_code=r.error_code,
+                dumps(
+                    _compact(
+                        {"provider": provider, "provider_at": r.at, "error_code": r.error_code}
+                    )
+                ),
             )
-        results.append(ReportResult(r.message_id, moved, status.value, row[0]))
+        )
+        results.append(ReportResult(r.message_id, True, status.value, tenant_id))
+    conn.executemany(
+        "INSERT OR IGNORE INTO report_seen (provider, provider_ref, status) VALUES (?, ?, ?)",
+        new_seen,
+    )
+    conn.executemany(
+        "UPDATE messages SET status = ?, updated_at = ?, reason = coalesce(?, reason),"
+        " provider = coalesce(provider, ?), provider_ref = coalesce(provider_ref, ?)"
+        " WHERE message_id = ?",
+        updates,
+    )
+    conn.executemany("DELETE FROM dispatch_queue WHERE message_id = ?", dequeue)
+    conn.executemany("INSERT INTO events (message_id, type, at, data) VALUES (?, ?, ?, ?)", events)
     return results
