@@ -28,13 +28,14 @@ class CapabilityCache:
         *,
         ttl_s: float = 86400.0,
         failure_ttl_s: float = 60.0,
-        max_entries: int = 2_000_000,
+        max_entries: int = 200_000,
     ) -> None:
         self._providers = providers
         self._clock = clock
         self._ttl_s = ttl_s
         self._failure_ttl_s = failure_ttl_s
         self._max = max_entries
+        # bounded: a million-recipient campaign must not keep a million answers in memory
         self._cache: dict[str, tuple[Capability, float]] = {}
         self.lookups = 0
 

@@ -180,7 +180,7 @@ class Dispatcher:
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
                 # Claim no further ahead than the providers can take before the leases run out.
-                while len(self._inflight) >= 2 * self._settings.dispatch_concurrency:
+                while len(self._inflight) >= self._settings.dispatch_inflight_claims:
                     await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
                 continue
             await self._idle()
