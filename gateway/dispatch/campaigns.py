@@ -7,14 +7,13 @@ restart in the middle resumes where it stopped and never sends anyone twice.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from cards.variables import check_variables
 from gateway.clock import Clock
+from gateway.dispatch.worker import PollingWorker
 from gateway.domain.messages import Link, NewMessage, Rendered, Status
 from gateway.domain.routing import preference
 from gateway.domain.segments import parse_rule
@@ -30,7 +29,10 @@ BATCH = 1000
 DEFAULT_TZ = "Asia/Shanghai"
 
 
-class CampaignRunner:
+class CampaignRunner(PollingWorker):
+    name = "campaigns"
+    idle_s = 1.0
+
     def __init__(
         self,
         audience: SqliteAudience,
@@ -41,38 +43,13 @@ class CampaignRunner:
         *,
         batch: int = BATCH,
     ) -> None:
+        super().__init__()
         self._audience = audience
         self._catalog = catalog
         self._clock = clock
         self._links = link_base_url
         self._on_messages = on_messages
         self._batch = batch
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="campaigns")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                busy = await self.run_once()
-            except Exception:
-                log.exception("campaign_round_failed")
-                busy = False
-            if not busy:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-                self._wake.clear()
 
     async def run_once(self) -> bool:
         """One batch for every campaign that has work; answers whether any had."""

@@ -7,8 +7,6 @@ approval or rejection. The router only uses a vendor for versions it approved.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import random
 from collections.abc import Mapping
 from dataclasses import replace
@@ -17,6 +15,7 @@ from cards.sms import compose
 from cards.vendors import Skip, vendor_payload
 from gateway.clock import Clock
 from gateway.dispatch.ports import ReviewResult, TemplateReviewer
+from gateway.dispatch.worker import PollingWorker
 from gateway.domain.retry import backoff
 from gateway.errors import PermanentProviderError, RetryableProviderError
 from gateway.logging import get_logger
@@ -26,7 +25,10 @@ from gateway.usecases.catalog import Catalog
 log = get_logger("gateway.reviews")
 
 
-class ReviewSubmitter:
+class ReviewSubmitter(PollingWorker):
+    name = "reviews"
+    idle_s = 1.0
+
     def __init__(
         self,
         store: Store,
@@ -37,36 +39,13 @@ class ReviewSubmitter:
         *,
         rng: random.Random | None = None,
     ) -> None:
+        super().__init__()
         self._store = store
         self._catalog = catalog
         self._reviewers = reviewers
         self._clock = clock
         self._callback_base = callback_base
         self._rng = rng or random.Random()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="reviews")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("review_round_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-            self._wake.clear()
 
     async def run_once(self) -> int:
         """Submits every review that is due; answers how many it tried."""

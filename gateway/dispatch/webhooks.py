@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import ipaddress
 import json
 import random
@@ -26,6 +25,7 @@ import aiohttp
 from standardwebhooks import Webhook
 
 from gateway.clock import Clock, to_rfc3339
+from gateway.dispatch.worker import PollingWorker
 from gateway.domain.retry import backoff
 from gateway.ids import new_id
 from gateway.logging import get_logger
@@ -112,7 +112,10 @@ def _payload(event: tuple[Any, ...], endpoint: Endpoint) -> tuple[str, str, str]
     return f"msg_{new_id(int(at * 1000))}", kind, json.dumps(body, ensure_ascii=False)
 
 
-class WebhookSender:
+class WebhookSender(PollingWorker):
+    name = "webhooks"
+    idle_s = 0.5
+
     def __init__(
         self,
         webhooks: SqliteWebhooks,
@@ -123,6 +126,7 @@ class WebhookSender:
         timeout_s: float = 10.0,
         rng: random.Random | None = None,
     ) -> None:
+        super().__init__()
         self._webhooks = webhooks
         self._clock = clock
         self._allow_private = allow_private
@@ -130,35 +134,12 @@ class WebhookSender:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="webhooks")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await super().stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                busy = await self.run_once()
-            except Exception:
-                log.exception("webhook_round_failed")
-                busy = False
-            if not busy:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=0.5)
-                self._wake.clear()
 
     async def run_once(self) -> bool:
         """Feeds new events into the outbox and sends what is due; answers whether it did any."""
