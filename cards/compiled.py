@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from cards.models import TemplateSpec, kind_problems
-from cards.sandbox import ENV, Field, SimpleField, TemplateError, check, compile_field
+from cards.sandbox import ENV, MAX_FIELD, Field, SimpleField, TemplateError, check, compile_field
 
 Loc = tuple[str | int, ...]
 _LITERAL_KEYS = frozenset({"type", "height"})
@@ -149,10 +149,14 @@ def _plan(value: Any, loc: Loc, fields: Mapping[Loc, Field]) -> Plan | None:
 def _render_one(field: Field, loc: Loc, ctx: _Context) -> str:
     try:
         if isinstance(field, SimpleField):
-            return field.render(ctx.vars).strip()
-        return ENV.concat(field.root_render_func(ctx.jinja())).strip()  # type: ignore[attr-defined]
+            out = field.render(ctx.vars).strip()
+        else:
+            out = ENV.concat(field.root_render_func(ctx.jinja())).strip()  # type: ignore[attr-defined]
     except Exception as exc:  # a sandbox refusal or an undefined name: never a crash
         raise RenderError(loc, f"{type(exc).__name__}: {exc}") from None
+    if len(out) > MAX_FIELD:
+        raise RenderError(loc, f"rendered to over {MAX_FIELD} characters")
+    return str(out)
 
 
 class TemplateCheckFailed(ValueError):

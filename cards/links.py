@@ -72,6 +72,23 @@ class PreviewLinks:
         return self._prefix + token
 
 
+def check_url(url: str, loc: str) -> None:
+    """A rendered destination: http(s), a host, no whitespace or control characters."""
+    from urllib.parse import urlsplit
+
+    from cards.compiled import RenderError
+
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise RenderError(
+            ("card", *loc.split(".")), "the rendered URL has spaces or control characters"
+        )
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        raise RenderError(
+            ("card", *loc.split(".")), "the rendered URL is not an http(s) URL to a host"
+        )
+
+
 def track_card(card: dict[str, Any], minter: LinkMinter) -> tuple[dict[str, Any], str | None]:
     """A copy of ``card`` whose ``open_url`` actions point at tracked links; and the first one."""
     first: list[str] = []
@@ -81,6 +98,7 @@ def track_card(card: dict[str, Any], minter: LinkMinter) -> tuple[dict[str, Any]
         for i, b in enumerate(items):
             action = b["action"]
             if action["type"] == "open_url":
+                check_url(action["url"], f"{prefix}buttons.{i}.action.url")
                 tracked = minter.mint(action["url"], f"{prefix}buttons.{i}", b["label"])
                 first.append(tracked)
                 b = {**b, "action": {**action, "url": tracked}}

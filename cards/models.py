@@ -48,8 +48,9 @@ class VariableSpec(Strict):
 
 
 def _is_url_template(value: str) -> bool:
-    """``https://…`` or ``http://…``; a template may only fill in what follows the host."""
-    return bool(re.match(r"^https?://[^\s/{}]+", value))
+    """``https://…`` or ``http://…`` with a literal host that ends before any template text
+    (at ``/``, ``?``, ``#`` or the end), so no variable can ever change where it points."""
+    return bool(re.match(r"^https?://[^\s/{}?#@\\]+(?:[/?#]|$)", value))
 
 
 class OpenUrl(Strict):

@@ -55,11 +55,26 @@ class Checked:
     names: frozenset[str]
 
 
+MAX_FIELD = 10_000  # characters a rendered field may have
+
+
+def _safe_replace(value: Any, old: str, new: str, count: int | None = None) -> str:
+    """``replace`` that cannot blow a field up: no empty ``old``, a bounded result."""
+    text = str(value)
+    if not old:
+        raise ValueError("replace needs a non-empty string to replace")
+    out = text.replace(old, new) if count is None else text.replace(old, new, count)
+    if len(out) > MAX_FIELD:
+        raise ValueError(f"replace made a field over {MAX_FIELD} characters")
+    return out
+
+
 def make_environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, cache_size=0
     )
     env.filters = {k: v for k, v in env.filters.items() if k in ALLOWED_FILTERS}
+    env.filters["replace"] = _safe_replace
     env.tests = {k: v for k, v in env.tests.items() if k in ALLOWED_TESTS}
     env.globals = {}
     return env

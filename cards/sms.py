@@ -30,10 +30,17 @@ def compose(
     and for marketing an opt-out line unless the text already has one."""
     body = text.strip()
     if link and not link_in_text:
-        body = f"{body} 详情 {link}"
+        body = _join(body, f"详情 {link}")
     if marketing and not any(hint in body for hint in OPT_OUT_HINTS):
-        body = f"{body} {OPT_OUT_LINE}"
+        body = _join(body, OPT_OUT_LINE)
     return f"{signature}{body}"
+
+
+def _join(text: str, more: str) -> str:
+    """After Chinese punctuation no space is needed (or wanted); after anything else one is."""
+    if not text or text[-1] in "。！？，；：、）】」』”":
+        return text + more
+    return f"{text} {more}"
 
 
 def length(text: str) -> SmsLength:

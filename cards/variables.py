@@ -42,6 +42,9 @@ def coerce(name: str, spec: VariableSpec, value: Any) -> Any:
             raise ValueError("must be a decimal number") from None
         if not number.is_finite():
             raise ValueError("must be a finite decimal number")
+        digits, exponent = len(number.as_tuple().digits), number.as_tuple().exponent
+        if digits > 30 or not isinstance(exponent, int) or not -12 <= exponent <= 30:
+            raise ValueError("must have at most 30 digits and a sensible scale")
         return format(number, "f")
     if spec.type == "date":
         if not isinstance(value, str):

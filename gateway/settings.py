@@ -43,7 +43,6 @@ class Settings(BaseSettings):
     dispatch_lease_s: float = 60.0
     retry_base_s: float = 1.0
     retry_max_s: float = 300.0
-    max_attempts: int = 12
 
     rich_timeout_s: float = Field(
         default=120.0, description="no report from a rich route by then: send the SMS"

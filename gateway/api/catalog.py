@@ -54,7 +54,7 @@ async def get_template(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     template_id = path_id(request, "template_id")
     version = request.query.get("version")
-    if version is not None and not version.isdigit():
+    if version is not None and (not version.isdigit() or not 1 <= int(version) < 2**31):
         raise InvalidInput.field(["query", "version"], "must be a positive integer")
     loaded = await services.catalog.template(
         request[PRINCIPAL].tenant_id, template_id, int(version) if version else None

@@ -5,6 +5,7 @@ Every page is read-only, and numbers are masked unless the key's role is ``campa
 from __future__ import annotations
 
 import hashlib
+import re
 import hmac
 import json
 import time
@@ -174,8 +175,10 @@ def _sample(spec: Any) -> Any:
         return datetime.now().astimezone().isoformat(timespec="seconds")
     if kind == "enum":
         return spec.choices[0]
-    if spec.pattern and "0-9" in spec.pattern:
-        return "123456"
+    for candidate in ("示例", "123456", "1234", "12345678", "A1B2", "F001", "示例客户"):
+        if spec.pattern is None or re.fullmatch(spec.pattern, candidate):
+            if spec.max_length is None or len(candidate) <= spec.max_length:
+                return candidate
     return "示例"
 
 

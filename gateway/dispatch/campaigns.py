@@ -56,20 +56,29 @@ class CampaignRunner(PollingWorker):
         now = self._clock.now()
         busy = False
         for campaign in await self._audience.active_campaigns(now):
-            if campaign.state == "scheduled":
-                if campaign.start_at > now:
-                    continue
-                await self._audience.set_campaign_state(
-                    campaign.campaign_id, "running", now, expect=("scheduled",)
-                )
-            if not campaign.fanned_out:
-                busy = await self._fan_out_batch(campaign) or busy
-            elif await self._audience.pending_count(campaign.campaign_id) == 0:
-                await self._audience.set_campaign_state(
-                    campaign.campaign_id, "completed", now, expect=("running",)
-                )
-                log.info("campaign_completed", campaign_id=campaign.campaign_id)
+            try:
+                busy = await self._advance(campaign, now) or busy
+            except Exception:  # one campaign's trouble must not hold up anyone else's
+                log.exception("campaign_round_failed", campaign_id=campaign.campaign_id)
         return busy
+
+    async def _advance(self, campaign: CampaignRow, now: float) -> bool:
+        """Starts a due campaign, fans out its next batch, or completes it; answers whether
+        there was work."""
+        if campaign.state == "scheduled":
+            if campaign.start_at > now:
+                return False
+            await self._audience.set_campaign_state(
+                campaign.campaign_id, "running", now, expect=("scheduled",)
+            )
+        if not campaign.fanned_out:
+            return await self._fan_out_batch(campaign)
+        if await self._audience.pending_count(campaign.campaign_id) == 0:
+            await self._audience.set_campaign_state(
+                campaign.campaign_id, "completed", now, expect=("running",)
+            )
+            log.info("campaign_completed", campaign_id=campaign.campaign_id)
+        return False
 
     async def run_until_idle(self, rounds: int = 10_000) -> None:
         for _ in range(rounds):

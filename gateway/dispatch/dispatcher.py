@@ -344,8 +344,17 @@ class Dispatcher:
         attempt = max(p.message.attempts for p in items) + 1
         error: ProviderError | None = None
         results = []
+        limiter = self._limiter(name)
+        try:  # waiting for the rate past a fraction of the lease would let it run out
+            await asyncio.wait_for(
+                limiter.acquire(min(len(batch), limiter.max_rate)),
+                timeout=self._settings.dispatch_lease_s / 4,
+            )
+        except TimeoutError:
+            held = RetryableProviderError("rate_limited", defer=1.0)
+            await self._record([self._failure(p, name, route, held, now) for p in items])
+            return
         async with self._slots:
-            await self._limiter(name).acquire(min(len(batch), self._limiter(name).max_rate))
             self._metrics.inflight.inc()
             started = time.perf_counter()
             try:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp.abc
 from standardwebhooks import Webhook
 
 from gateway.clock import Clock, to_rfc3339
@@ -78,6 +79,27 @@ async def check_url(url: str, *, allow_private: bool) -> None:
     for address in addresses:
         if not address.is_global or address.is_multicast:
             raise UnsafeUrl(f"{host} is a private or reserved address ({address})")
+
+
+class PublicOnlyResolver(aiohttp.abc.AbstractResolver):
+    """Resolves as usual, and refuses any non-public address, at connect time: a name that
+    answered a public address to ``check_url`` and a private one now (DNS rebinding) fails."""
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> Any:
+        answers = await self._inner.resolve(host, port, family)
+        for answer in answers:
+            address = ipaddress.ip_address(answer["host"])
+            if not address.is_global or address.is_multicast:
+                raise OSError(f"{host} resolves to a non-public address ({address})")
+        return answers
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 def _payload(event: tuple[Any, ...], endpoint: Endpoint) -> tuple[str, str, str]:
@@ -178,7 +200,12 @@ class WebhookSender(PollingWorker):
                 "webhook-signature": signature,
             }
             if self._session is None:
-                self._session = aiohttp.ClientSession(timeout=self._timeout)
+                connector = (
+                    None
+                    if self._allow_private
+                    else aiohttp.TCPConnector(resolver=PublicOnlyResolver())
+                )
+                self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
             async with self._session.post(
                 endpoint.url, data=d.payload.encode(), headers=headers, allow_redirects=False
             ) as resp:

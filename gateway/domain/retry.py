@@ -20,7 +20,7 @@ def backoff(
     step. A provider's ``Retry-After`` is a floor, not a suggestion.
     """
     r = rng or random
-    step = min(max_s, base_s * (2 ** max(0, attempt - 1)))
+    step = min(max_s, base_s * (2 ** min(max(0, attempt - 1), 40)))
     delay = step / 2 + r.uniform(0, step / 2)
     if defer is not None:
         delay = max(delay, defer + r.uniform(0, min(1.0, defer / 4)))

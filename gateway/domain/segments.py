@@ -21,7 +21,8 @@ from typing import Any, Union
 
 OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "exists")
 MAX_DEPTH = 12
-MAX_NODES = 500
+MAX_NODES = 200
+MAX_IN_VALUES = 100  # SQLite's expression depth and parameter limits stay far away
 
 Scalar = Union[str, int, float, bool]  # noqa: UP007
 
@@ -128,9 +129,15 @@ def _parse_attr(data: dict[str, Any], loc: tuple[str | int, ...]) -> Attr:
     if not has_value:
         raise RuleError((*loc, "value"), f"{op} needs a value")
     if op == "in":
-        if not isinstance(value, list) or not value or not all(_is_scalar(v) for v in value):
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(_is_scalar(v) for v in value)
+            or (len(value) > MAX_IN_VALUES)
+        ):
             raise RuleError(
-                (*loc, "value"), "in needs a non-empty list of strings, numbers or booleans"
+                (*loc, "value"),
+                f"in needs 1 to {MAX_IN_VALUES} strings, numbers or booleans",
             )
         return Attr(name, op, tuple(value))
     if op in ("gt", "gte", "lt", "lte") and (isinstance(value, bool) or not _is_scalar(value)):

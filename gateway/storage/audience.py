@@ -282,7 +282,7 @@ class SqliteAudience:
                 return False
             queued = (
                 "SELECT q.message_id FROM dispatch_queue q JOIN messages m"
-                " ON m.message_id = q.message_id WHERE m.campaign_id = ? AND q.stage = 'send'"
+                " ON m.message_id = q.message_id WHERE m.campaign_id = ?"
             )
             if state == "paused":
                 conn.execute(
@@ -297,9 +297,12 @@ class SqliteAudience:
                     (campaign_id,),
                 )
             elif state == "cancelled":
-                ids = [
+                ids = [  # what has not reached a provider yet; fallbacks in flight go on
                     r[0]
-                    for r in conn.execute(queued + " AND q.lease_until <= ?", (campaign_id, now))
+                    for r in conn.execute(
+                        queued + " AND q.lease_until <= ? AND m.status IN ('accepted', 'deferred')",
+                        (campaign_id, now),
+                    )
                 ]
                 for mid in ids:
                     conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (mid,))

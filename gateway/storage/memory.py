@@ -190,7 +190,7 @@ class MemoryStore:
         found = [m for m in self.messages.values() if m.new.to == phone]
         if not found:
             return None
-        latest = max(found, key=lambda m: (m.new.created_at, m.new.id))
+        latest = max(found, key=lambda m: (m.new.category == "marketing", m.new.created_at))
         return latest.new.id, latest.new.tenant_id
 
     async def record_reply(self, message_id: str, at: float, data: dict[str, Any]) -> None:
@@ -488,6 +488,12 @@ class MemoryStore:
                 results.append(ReportResult(r.message_id, applied=False))
                 continue
             tenant = rec.new.tenant_id
+            if rec.provider is not None and (
+                rec.provider != provider
+                or (rec.provider_ref is not None and rec.provider_ref != r.provider_ref)
+            ):
+                results.append(ReportResult(r.message_id, applied=False, tenant_id=tenant))
+                continue
             key = (provider, r.provider_ref, r.status)
             if key in self.reports_seen:
                 results.append(ReportResult(r.message_id, applied=False, tenant_id=tenant))

@@ -392,17 +392,21 @@ class SqliteStore:
         return await self.writer.run(job)
 
     async def latest_message_to(self, phone: str) -> tuple[str, str] | None:
-        """(message_id, tenant_id) of the newest message to ``phone``, any tenant."""
-        best: tuple[float, str, str] | None = None
+        """(message_id, tenant_id) of the message a reply answers: the newest marketing
+        message to ``phone`` (opting out concerns marketing), else the newest of any kind."""
+        best: tuple[bool, float, str, str] | None = None
         for (tenant_id,) in await self._all("SELECT tenant_id FROM tenants"):
             row = await self._one(
-                "SELECT created_at, message_id FROM messages WHERE tenant_id = ? AND to_number = ?"
-                " ORDER BY created_at DESC LIMIT 1",
+                "SELECT category = 'marketing', created_at, message_id FROM messages"
+                " WHERE tenant_id = ? AND to_number = ?"
+                " ORDER BY category = 'marketing' DESC, created_at DESC LIMIT 1",
                 (tenant_id, phone),
             )
-            if row is not None and (best is None or row[0] > best[0]):
-                best = (row[0], row[1], tenant_id)
-        return (best[1], best[2]) if best else None
+            if row is not None:
+                key = (bool(row[0]), row[1], row[2], tenant_id)
+                if best is None or key[:2] > best[:2]:
+                    best = key
+        return (best[2], best[3]) if best else None
 
     async def record_reply(self, message_id: str, at: float, data: dict[str, Any]) -> None:
         await self.writer.run(lambda conn: _event(conn, message_id, "replied", at, **data))
@@ -871,7 +875,7 @@ def _apply_reports(
         chunk = ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
         for row in conn.execute(
-            "SELECT message_id, tenant_id, provider, route, status FROM messages"
+            "SELECT message_id, tenant_id, provider, route, status, provider_ref FROM messages"
             f" WHERE message_id IN ({marks})",
             chunk,
         ):
@@ -899,7 +903,14 @@ def _apply_reports(
         if row is None:
             results.append(ReportResult(r.message_id, applied=False))
             continue
-        tenant_id, current_provider, route, current = row
+        tenant_id, current_provider, route, current, current_ref = row
+        if current_provider is not None and (
+            current_provider != provider
+            or (current_ref is not None and current_ref != r.provider_ref)
+        ):
+            # a late report of an earlier route, or another provider's: it settles nothing
+            results.append(ReportResult(r.message_id, applied=False, tenant_id=tenant_id))
+            continue
         if (r.provider_ref, r.status) in seen:
             results.append(ReportResult(r.message_id, applied=False, tenant_id=tenant_id))
             continue

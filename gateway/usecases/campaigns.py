@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.clock import Clock, to_rfc3339
-from gateway.domain.phones import InvalidNumber, to_e164
+from gateway.domain.phones import InvalidNumber, mask, to_e164
 from gateway.domain.segments import RuleError, parse_rule
 from gateway.domain.windows import parse_hhmm
 from gateway.errors import Conflict, FieldError, InvalidInput, NotFound
@@ -157,8 +157,13 @@ class Campaigns:
             raise NotFound("no such campaign")
         return row
 
-    async def view(self, tenant_id: str, campaign_id: str) -> dict[str, Any]:
+    async def view(
+        self, tenant_id: str, campaign_id: str, *, masked: bool = False
+    ) -> dict[str, Any]:
         row = await self.require(tenant_id, campaign_id)
+        audience = dict(row.body.get("audience", {}))
+        if masked and "recipients" in audience:
+            audience["recipients"] = [mask(p) for p in audience["recipients"]]
         return {
             "campaign_id": row.campaign_id,
             "name": row.name,

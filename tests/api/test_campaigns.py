@@ -104,10 +104,11 @@ async def test_funnel_counts(gw: Gateway) -> None:
     campaign_id = await _campaign(gw)
     await _run(gw)
     subs = {s.to: s.message_id for s in gw.providers["cmcc"].submitted}
+    r0, r1 = f"cmcc-{subs[phones[0]]}", f"cmcc-{subs[phones[1]]}"
     body, sig = report_body(
-        (subs[phones[0]], "r0", "delivered"),
-        (subs[phones[1]], "r1", "failed"),
-        (subs[phones[0]], "r0", "displayed"),
+        (subs[phones[0]], r0, "delivered"),
+        (subs[phones[1]], r1, "failed"),
+        (subs[phones[0]], r0, "displayed"),
     )
     await gw.client.post("/callbacks/cmcc/dlr", data=body, headers={"X-Signature": sig})
     stats = await _get(gw, f"/v1/campaigns/{campaign_id}/stats")

@@ -87,3 +87,31 @@ async def test_unknown_message_is_ignored(gw: Gateway) -> None:
     body, sig = report_body(("01UNKNOWN", "cmcc-x", "delivered"))
     resp = await gw.client.post("/callbacks/cmcc/dlr", data=body, headers={"X-Signature": sig})
     assert resp.status == 200 and (await resp.json())["applied"] == 0
+
+
+async def test_another_providers_report_settles_nothing(gw: Gateway) -> None:
+    """A report signed by a provider that does not have the message changes nothing."""
+    message_id = await _sent(gw)
+    body, sig = report_body((message_id, f"ctcc-{message_id}", "delivered"))
+    assert await _report(gw, body, sig, provider="ctcc") == 200
+    assert (await gw.message(message_id))["status"] == "submitted"
+
+
+async def test_late_report_of_an_earlier_route_is_ignored(gw: Gateway) -> None:
+    """After a fallback, the first route's late failure does not fail the message; the SMS's
+    own delivery report still settles it."""
+    from tests.api.test_routing import NUMBER, _approve, _drain, _vendor
+
+    _vendor(gw).capable.add(NUMBER)
+    await _approve(gw)
+    message_id = await gw.send()
+    await _drain(gw)
+    gw.clock.advance(gw.services.settings.rich_timeout_s + 1)
+    await _drain(gw)  # rerouted to SMS
+    late = report_body((message_id, f"huawei-{message_id}", "failed"))
+    await gw.client.post("/callbacks/huawei/dlr", data=late[0], headers={"X-Signature": late[1]})
+    assert (await gw.message(message_id))["status"] == "submitted"
+    sms_ref = f"{message_id}.1"
+    ok = report_body((sms_ref, f"cmcc-{sms_ref}", "delivered"))
+    await gw.client.post("/callbacks/cmcc/dlr", data=ok[0], headers={"X-Signature": ok[1]})
+    assert (await gw.message(message_id))["status"] == "delivered"

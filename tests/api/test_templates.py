@@ -285,3 +285,51 @@ async def test_brands(gw: Gateway) -> None:
     )
     assert bad.status == 422
     assert {tuple(e["loc"]) for e in (await bad.json())["errors"]} == {("color",), ("logo_url",)}
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://bank.example{{ name }}", "https://bank.example@{{ name }}/x", "https://{{ name }}/x"],
+)
+async def test_a_variable_can_never_change_where_a_link_points(gw: Gateway, url: str) -> None:
+    """A URL's host is literal and ends before any template text: no open redirect."""
+    body = _with(["card", "buttons"], [{"label": "x", "action": {"type": "open_url", "url": url}}])
+    status, problem = await _put(gw, "redirector", body)
+    assert status == 422, problem
+
+
+async def test_control_characters_in_a_rendered_url_fail_the_render(gw: Gateway) -> None:
+    """A variable that puts a line break into a URL fails the message, never the redirect."""
+    body = _with(
+        ["card", "buttons"],
+        [
+            {
+                "label": "x",
+                "action": {"type": "open_url", "url": "https://bank.example/p?n={{ name }}"},
+            }
+        ],
+    )
+    await _put(gw, "linky", body)
+    message_id = await gw.send(
+        template_id="linky", variables={"name": "a\r\nSet-Cookie: x", "amount": "1"}
+    )
+    assert (await gw.message(message_id))["reason"] == "render_error"
+
+
+async def test_huge_values_are_refused_or_bounded(gw: Gateway) -> None:
+    """A decimal with an absurd exponent is refused; replace cannot blow a field up."""
+    resp = await gw.client.post(
+        "/v1/messages",
+        json={
+            "to": "13812345678",
+            "template_id": "fund_due",
+            "variables": {"name": "x", "amount": "1e5000000"},
+        },
+        headers=gw.auth(),
+    )
+    assert resp.status == 422
+    body = _with(["card", "title"], '{{ name|replace("", "xxxxxxxxxx") }}')
+    status, _ = await _put(gw, "bomb", body)
+    assert status == 200
+    message_id = await gw.send(template_id="bomb")
+    assert (await gw.message(message_id))["reason"] == "render_error"

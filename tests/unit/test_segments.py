@@ -158,3 +158,11 @@ def test_python_and_sql_agree(rule: Any, recipient: tuple[list[str], dict[str, A
         return  # e.g. a bool given to gt: refused at PUT, never evaluated
     assert parse_rule(dump_rule(parsed)) == parsed
     assert matches(parsed, tags, attrs) == _sql_match(parsed, tags, attrs)
+
+
+def test_rules_stay_within_what_sql_can_run() -> None:
+    """Huge ``in`` lists and trees are refused at PUT, before SQLite could choke on them."""
+    with pytest.raises(RuleError):
+        parse_rule({"attr": "x", "op": "in", "value": list(range(101))})
+    with pytest.raises(RuleError):
+        parse_rule({"any": [{"tag": f"t{i}"} for i in range(250)]})
