@@ -5,9 +5,9 @@ Every page is read-only, and numbers are masked unless the key's role is ``campa
 from __future__ import annotations
 
 import hashlib
-import re
 import hmac
 import json
+import re
 import time
 from datetime import date, datetime
 from functools import lru_cache
