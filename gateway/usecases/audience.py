@@ -172,15 +172,24 @@ class Audience:
         encoding = ["utf-8"]
         header: list[str] | None = None
         number = 0
+        record: list[str] = []  # a CSV record whose quoted cell spans lines, as Excel writes
+        first = 0
         async for raw in lines:
             number += 1
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
-            if not raw.strip():
+            if not raw.strip() and not record:
                 continue
             try:
                 if kind == "csv":
-                    text = _decode(raw, encoding).rstrip("\r\n")
+                    part = _decode(raw, encoding).rstrip("\r\n")
+                    if not record:
+                        first = number
+                    record.append(part)
+                    text = "\n".join(record)
+                    if text.count('"') % 2:  # inside a quoted cell: the record goes on
+                        continue
+                    record = []
                     if header is None:
                         header = [h.strip() for h in next(csv.reader([text]))]
                         if "phone" not in header:
@@ -192,7 +201,7 @@ class Audience:
                 else:
                     recipient = self._ndjson_row(raw)
             except (ValueError, InvalidNumber, ValidationError) as exc:
-                result.reject(number, _reason(exc))
+                result.reject(first if kind == "csv" else number, _reason(exc))
                 continue
             batch.append(recipient)
             if len(batch) >= IMPORT_BATCH:
@@ -200,6 +209,8 @@ class Audience:
                     await flushing
                 flushing = asyncio.ensure_future(self._flush(tenant_id, batch, result))
                 batch = []
+        if record:
+            result.reject(first, "a quoted cell is never closed")
         if flushing is not None:
             await flushing
         await self._flush(tenant_id, batch, result)

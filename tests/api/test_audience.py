@@ -168,3 +168,14 @@ async def test_settings(make_gateway) -> None:  # type: ignore[no-untyped-def]
     )
     assert bad.status == 422 and (await bad.json())["errors"][0]["loc"] == ["quiet_hours", "start"]
     assert (await gw.client.put("/v1/settings", json={}, headers=gw.auth(role="ops"))).status == 403
+
+
+async def test_csv_quoted_cells_may_span_lines(gw: Gateway) -> None:
+    """A quoted cell with a line break (an address from Excel) stays one record."""
+    csv_text = (
+        'phone,address,city\r\n13800000031,"太原市\r\n迎泽大街 1 号",太原\r\n13800000032,,大同\r\n'
+    )
+    status, out = await _import(gw, csv_text.encode(), "text/csv")
+    assert status == 200 and out["created"] == 2 and out["rejected"] == []
+    got = await (await gw.client.get("/v1/recipients/13800000031", headers=gw.auth())).json()
+    assert got["attrs"]["address"] == "太原市\n迎泽大街 1 号"
