@@ -57,7 +57,11 @@ log = get_logger("gateway.app")
 
 
 def build_store(settings: Settings) -> Store:
-    return SqliteStore(settings.sqlite_path, checkpoint_interval_s=settings.checkpoint_interval_s)
+    return SqliteStore(
+        settings.sqlite_path,
+        checkpoint_interval_s=settings.checkpoint_interval_s,
+        synchronous=settings.sqlite_synchronous,
+    )
 
 
 def create_app(

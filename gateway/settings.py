@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,6 +60,11 @@ class Settings(BaseSettings):
 
     idempotency_ttl_s: float = 48 * 3600
     checkpoint_interval_s: float = 1.0
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description="FULL: every commit is on disk before its 202; NORMAL: survives a crash of "
+        "the process, not of the machine",
+    )
     drain_timeout_s: float = 20.0
 
     webhook_allow_private: bool = False

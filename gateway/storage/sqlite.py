@@ -61,9 +61,12 @@ _MESSAGE_COLUMNS = (
 
 
 class SqliteStore:
-    def __init__(self, path: Path | str, *, checkpoint_interval_s: float = 1.0) -> None:
+    def __init__(
+        self, path: Path | str, *, checkpoint_interval_s: float = 1.0, synchronous: str = "FULL"
+    ) -> None:
         self.path = Path(path)
         self._checkpoint_interval_s = checkpoint_interval_s
+        self._synchronous = synchronous
         self._writer: SqliteWriter | None = None
         self._reader: aiosqlite.Connection | None = None
         self._point: sqlite3.Connection | None = None
@@ -76,7 +79,11 @@ class SqliteStore:
             migrate(conn)
         finally:
             conn.close()
-        self._writer = SqliteWriter(self.path, checkpoint_interval_s=self._checkpoint_interval_s)
+        self._writer = SqliteWriter(
+            self.path,
+            checkpoint_interval_s=self._checkpoint_interval_s,
+            synchronous=self._synchronous,
+        )
         self._writer.start()
         self._reader = await aiosqlite.connect(self.path)
         await self._reader.execute("PRAGMA query_only=1")

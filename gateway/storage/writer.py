@@ -32,17 +32,19 @@ Job = Callable[[sqlite3.Connection], Any]
 log = get_logger("gateway.storage")
 
 
-def connect(path: Path | str) -> sqlite3.Connection:
+def connect(path: Path | str, synchronous: str = "FULL") -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
 
 
 class SqliteWriter:
-    def __init__(self, path: Path | str, *, checkpoint_interval_s: float = 1.0) -> None:
-        self._conn = connect(path)
+    def __init__(
+        self, path: Path | str, *, checkpoint_interval_s: float = 1.0, synchronous: str = "FULL"
+    ) -> None:
+        self._conn = connect(path, synchronous)
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         # 16 MiB of page cache: the recipients' index of a million-row import stays in memory
         self._conn.execute("PRAGMA cache_size=-16384")
