@@ -236,11 +236,13 @@ class Dispatcher:
                 immediate.append(Expired(q.id, now))
             else:
                 sendable.append(q)
+        reserved: list[QueuedMessage] = []
         if self.policy is not None and sendable:
             held = await self.policy.hold(sendable, now)
             if held:
                 immediate.extend(held.values())
                 sendable = [q for q in sendable if q.id not in held]
+            reserved = sendable
         groups: dict[tuple[str, str], list[_Planned]] = defaultdict(list)
         for item in await self._plan(sendable, now):
             if isinstance(item, _Planned):
@@ -254,7 +256,11 @@ class Dispatcher:
             size = self._providers[name].max_batch
             for start in range(0, len(items), size):
                 jobs.append(self._submit(name, route, items[start : start + size]))
-        await asyncio.gather(*jobs)
+        try:
+            await asyncio.gather(*jobs)
+        finally:
+            if self.policy is not None and reserved:
+                self.policy.release(reserved)
 
     async def _plan(
         self, messages: Sequence[QueuedMessage], now: float

@@ -51,6 +51,10 @@ class SendPolicy:
         self._audience = audience
         self._ttl_s = ttl_s
         self._settings: dict[str, tuple[dict[str, Any], float]] = {}
+        # Marketing messages that passed their cap and are on their way but not yet recorded
+        # as submitted: counted too, so concurrent batches cannot exceed a cap between them.
+        self._in_flight: dict[tuple[str, str], int] = {}
+        self._reserved: set[str] = set()
 
     async def tenant_settings(self, tenant_id: str) -> dict[str, Any]:
         hit = self._settings.get(tenant_id)
@@ -112,8 +116,23 @@ class SendPolicy:
                 tenant_id, list({q.to for q, _ in items}), now - hours * 3600
             )
             for q, cap in items:  # this batch counts too: two sends of one batch are two
-                if sent.get(q.to, 0) >= int(cap["max"]):
+                key = (tenant_id, q.to)
+                if sent.get(q.to, 0) + self._in_flight.get(key, 0) >= int(cap["max"]):
                     out[q.id] = Suppressed(q.id, "frequency_cap", now)
                 else:
-                    sent[q.to] = sent.get(q.to, 0) + 1
+                    self._in_flight[key] = self._in_flight.get(key, 0) + 1
+                    self._reserved.add(q.id)
         return out
+
+    def release(self, messages: Sequence[QueuedMessage]) -> None:
+        """The messages' outcomes are recorded: the database counts them from now on."""
+        for q in messages:
+            if q.id not in self._reserved:
+                continue
+            self._reserved.discard(q.id)
+            key = (q.tenant_id, q.to)
+            left = self._in_flight.get(key, 0) - 1
+            if left > 0:
+                self._in_flight[key] = left
+            else:
+                self._in_flight.pop(key, None)

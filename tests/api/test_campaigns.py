@@ -336,3 +336,22 @@ async def test_scheduled_campaign_waits_for_start(gw: Gateway) -> None:
     await _run(gw)
     view = await _get(gw, f"/v1/campaigns/{out['campaign_id']}")
     assert view["state"] == "running" and view["counts"] == {"submitted": 2}
+
+
+async def test_cap_holds_across_concurrent_batches(gw: Gateway) -> None:
+    """Two dispatch rounds running at once cannot send past a cap between them."""
+    import asyncio
+
+    await gw.client.put(
+        "/v1/settings", json={"frequency_cap": {"max": 1, "per_hours": 24}}, headers=gw.auth()
+    )
+    first = await gw.send()
+    second = await gw.send()
+    dispatcher = gw.services.dispatcher
+    now = gw.clock.now()
+    store = gw.services.store
+    a = await store.claim_due(now, 1, now + 60)
+    b = await store.claim_due(now, 1, now + 60)
+    await asyncio.gather(dispatcher._process(a), dispatcher._process(b))
+    statuses = sorted([(await gw.message(first))["status"], (await gw.message(second))["status"]])
+    assert statuses == ["submitted", "suppressed"]
