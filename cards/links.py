@@ -1,35 +1,28 @@
 """Tracked links: every ``open_url`` action gets a short token that the gateway redirects.
 
 A token carries no destination (it is looked up server-side), so ``/c/{token}`` can
-never be an open redirect; ten base62 characters are 59 bits, unguessable, and keep
-SMS text short.
+never be an open redirect; eleven URL-safe base64 characters are 64 random bits,
+unguessable, and keep SMS text short.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-TOKEN_LENGTH = 10
-_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-_SPACE = len(_ALPHABET) ** TOKEN_LENGTH  # 62^10, about 2^59.5
+TOKEN_LENGTH = 11
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{11}")
 
 
 def new_token() -> str:
-    """Ten base62 characters from one read of the OS's CSPRNG (negligible modulo bias)."""
-    n = int.from_bytes(secrets.token_bytes(12), "big") % _SPACE
-    out = []
-    for _ in range(TOKEN_LENGTH):
-        n, r = divmod(n, 62)
-        out.append(_ALPHABET[r])
-    return "".join(out)
+    """64 bits from the OS's CSPRNG, URL-safe base64 (no padding): 11 characters."""
+    return secrets.token_urlsafe(8)
 
 
 def is_token(value: str) -> bool:
-    return len(value) == TOKEN_LENGTH and all(c in _ALPHABET for c in value)
+    return _TOKEN.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +60,12 @@ class PreviewLinks:
         self.links: list[MintedLink] = []
 
     def mint(self, url: str, button: str, label: str) -> str:
-        token = f"preview{len(self.links):03d}"[:TOKEN_LENGTH]
+        token = f"preview{len(self.links):04d}"[:TOKEN_LENGTH]
         self.links.append(MintedLink(token, url, button, label))
         return self._prefix + token
+
+
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 
 
 def check_url(url: str, loc: str) -> None:
@@ -78,7 +74,7 @@ def check_url(url: str, loc: str) -> None:
 
     from cards.compiled import RenderError
 
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+    if _UNSAFE.search(url):
         raise RenderError(
             ("card", *loc.split(".")), "the rendered URL has spaces or control characters"
         )

@@ -40,7 +40,7 @@ async def _settle(gw: Gateway) -> None:
 async def test_click_redirects_and_is_recorded(gw: Gateway) -> None:
     """A click answers 302 to the template's URL and records which message and button."""
     message_id, token = await _token(gw)
-    assert len(token) <= 12 and re.fullmatch(r"[0-9A-Za-z]+", token)
+    assert len(token) <= 12 and re.fullmatch(r"[0-9A-Za-z_-]+", token)
     resp = await gw.client.get(
         f"/c/{token}",
         allow_redirects=False,

@@ -11,7 +11,7 @@ import pytest
 
 from cards.compiled import CompiledTemplate, RenderError
 from cards.gsma import chatbot_message
-from cards.links import MessageLinks, PreviewLinks, is_token
+from cards.links import TOKEN_LENGTH, MessageLinks, PreviewLinks, is_token
 from cards.models import TemplateSpec
 from cards.sms import compose, length
 from cards.targets import all_targets, render_message
@@ -274,4 +274,4 @@ def test_rendered_limits_are_render_errors() -> None:
 
 def test_preview_links_have_real_length() -> None:
     """Preview tokens are as long as real ones, so segment counts are true."""
-    assert len(PreviewLinks("https://g").mint("https://x", "b", "l").rsplit("/", 1)[1]) == 10
+    assert len(PreviewLinks("https://g").mint("https://x", "b", "l").rsplit("/", 1)[1]) == TOKEN_LENGTH
