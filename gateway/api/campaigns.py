@@ -28,7 +28,9 @@ async def create(request: web.Request) -> web.Response:
 async def get(request: web.Request) -> web.Response:
     return respond(
         await _campaigns(request).view(
-            request[PRINCIPAL].tenant_id, path_id(request, "campaign_id")
+            request[PRINCIPAL].tenant_id,
+            path_id(request, "campaign_id"),
+            masked=request[PRINCIPAL].role != "campaign",
         )
     )
 

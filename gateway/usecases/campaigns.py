@@ -173,10 +173,10 @@ class Campaigns:
             "counts": await self._audience.status_counts(campaign_id),
             "start_at": to_rfc3339(row.start_at),
             "created_at": to_rfc3339(row.created_at),
+            "audience": audience,
             **{
                 k: row.body.get(k)
                 for k in (
-                    "audience",
                     "variants",
                     "window",
                     "frequency_cap",

@@ -127,3 +127,11 @@ async def test_nothing_is_stored_for_bad_input(gw: Gateway) -> None:
     await _post(gw, GOOD | {"to": "12"})
     await _post(gw, GOOD | {"variables": {}})
     assert await gw.services.dispatcher.run_once() == 0
+
+
+async def test_absurd_template_version_is_422(gw: Gateway) -> None:
+    """A version number past any integer column is a 422 naming it, not a 500."""
+    resp = await gw.client.get(
+        "/v1/templates/fund_due?version=99999999999999999999999", headers=gw.auth()
+    )
+    assert resp.status == 422 and (await resp.json())["errors"][0]["loc"] == ["query", "version"]

@@ -355,3 +355,24 @@ async def test_cap_holds_across_concurrent_batches(gw: Gateway) -> None:
     await asyncio.gather(dispatcher._process(a), dispatcher._process(b))
     statuses = sorted([(await gw.message(first))["status"], (await gw.message(second))["status"]])
     assert statuses == ["submitted", "suppressed"]
+
+
+async def test_ops_key_sees_campaign_recipients_masked(gw: Gateway) -> None:
+    """A campaign's explicit recipient list is masked for the ops role."""
+    resp = await gw.client.post(
+        "/v1/campaigns",
+        json={
+            "name": "x",
+            "audience": {"recipients": ["13812345678"]},
+            "variants": [{"template_id": "fund_due"}],
+            "variables": {"name": "X", "amount": 1},
+        },
+        headers=gw.auth(),
+    )
+    campaign_id = (await resp.json())["campaign_id"]
+    ops = await (
+        await gw.client.get(f"/v1/campaigns/{campaign_id}", headers=gw.auth(role="ops"))
+    ).json()
+    assert ops["audience"]["recipients"] == ["+86138****5678"]
+    mine = await _get(gw, f"/v1/campaigns/{campaign_id}")
+    assert mine["audience"]["recipients"] == ["+8613812345678"]

@@ -117,3 +117,8 @@ def test_route_preference() -> None:
     assert preference(None, None) == ("vendor_card", "carrier_rich", "sms")
     assert preference(None, ["sms"]) == ("sms",)
     assert preference(["carrier_rich", "sms"], ["sms"]) == ("carrier_rich", "sms")
+
+
+def test_backoff_never_overflows() -> None:
+    """Thousands of attempts (a carrier down for days) still give the capped delay."""
+    assert backoff(5000, base_s=1.0, max_s=300.0, rng=random.Random(1)) <= 300.0

@@ -274,4 +274,6 @@ def test_rendered_limits_are_render_errors() -> None:
 
 def test_preview_links_have_real_length() -> None:
     """Preview tokens are as long as real ones, so segment counts are true."""
-    assert len(PreviewLinks("https://g").mint("https://x", "b", "l").rsplit("/", 1)[1]) == TOKEN_LENGTH
+    assert (
+        len(PreviewLinks("https://g").mint("https://x", "b", "l").rsplit("/", 1)[1]) == TOKEN_LENGTH
+    )
