@@ -107,7 +107,7 @@ def route_payload(
     if route == "carrier_rich":
         return chatbot_message(card, kind)
     if route == "vendor_card":
-        return vendor_payload(provider, card, kind, dict(brand)).payload
+        return vendor_payload(provider, card, kind, brand).payload
     raise ValueError(f"route {route!r} carries no card")
 
 

@@ -8,7 +8,7 @@ skips that vendor, and the router sends another way.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -95,7 +95,7 @@ def _text(card: dict[str, Any]) -> str:
 # Each vendor's own wire shape ----------------------------------------------------------
 
 
-def _huawei(cards: list[dict[str, Any]], kind: str, brand: dict[str, Any]) -> dict[str, Any]:
+def _huawei(cards: list[dict[str, Any]], kind: str, brand: Mapping[str, Any]) -> dict[str, Any]:
     def action(a: dict[str, Any]) -> dict[str, Any]:
         t = a["type"]
         if t == "open_url":
@@ -132,7 +132,7 @@ def _huawei(cards: list[dict[str, Any]], kind: str, brand: dict[str, Any]) -> di
     }
 
 
-def _xiaomi(cards: list[dict[str, Any]], kind: str, brand: dict[str, Any]) -> dict[str, Any]:
+def _xiaomi(cards: list[dict[str, Any]], kind: str, brand: Mapping[str, Any]) -> dict[str, Any]:
     kinds = {
         "open_url": ("link", "url"),
         "dial": ("phone", "number"),
@@ -164,7 +164,7 @@ def _xiaomi(cards: list[dict[str, Any]], kind: str, brand: dict[str, Any]) -> di
     }
 
 
-def _oppo(cards: list[dict[str, Any]], kind: str, brand: dict[str, Any]) -> dict[str, Any]:
+def _oppo(cards: list[dict[str, Any]], kind: str, brand: Mapping[str, Any]) -> dict[str, Any]:
     def one(c: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {"title": c["title"], "desc": _text(c)}
         if c.get("media"):
@@ -185,7 +185,7 @@ def _oppo(cards: list[dict[str, Any]], kind: str, brand: dict[str, Any]) -> dict
     }
 
 
-def _vivo(cards: list[dict[str, Any]], kind: str, brand: dict[str, Any]) -> dict[str, Any]:
+def _vivo(cards: list[dict[str, Any]], kind: str, brand: Mapping[str, Any]) -> dict[str, Any]:
     ops = {"open_url": ("open", "url"), "dial": ("call", "number"), "copy_code": ("copy", "code")}
 
     def op(a: dict[str, Any]) -> dict[str, Any]:
@@ -204,7 +204,7 @@ def _vivo(cards: list[dict[str, Any]], kind: str, brand: dict[str, Any]) -> dict
     return {"type": "vivo.card.v2", "brand": brand["name"], "content": content}
 
 
-def _honor(cards: list[dict[str, Any]], kind: str, brand: dict[str, Any]) -> dict[str, Any]:
+def _honor(cards: list[dict[str, Any]], kind: str, brand: Mapping[str, Any]) -> dict[str, Any]:
     types = {
         "open_url": ("url", "url"),
         "dial": ("tel", "number"),
@@ -240,7 +240,7 @@ def _honor(cards: list[dict[str, Any]], kind: str, brand: dict[str, Any]) -> dic
     }
 
 
-_BUILDERS: dict[str, Callable[[list[dict[str, Any]], str, dict[str, Any]], dict[str, Any]]] = {
+_BUILDERS: dict[str, Callable[[list[dict[str, Any]], str, Mapping[str, Any]], dict[str, Any]]] = {
     "huawei": _huawei,
     "xiaomi": _xiaomi,
     "oppo": _oppo,
@@ -256,14 +256,20 @@ class VendorPayload:
 
 
 def vendor_payload(
-    vendor: str, card: dict[str, Any], kind: str, brand: dict[str, Any]
+    vendor: str, card: dict[str, Any], kind: str, brand: Mapping[str, Any]
 ) -> VendorPayload:
     """The card in ``vendor``'s format, degraded to what it can show; ``Skip`` if it cannot."""
     caps = CAPABILITIES[vendor]
     cards, notes = _cards(card, kind, caps)
     adapted = []
     for c in cards:
-        buttons, dropped = degrade(c.get("buttons") or [], caps)
+        buttons = c.get("buttons") or []
+        if len(buttons) <= caps.max_buttons and all(
+            b["action"]["type"] in caps.actions for b in buttons
+        ):
+            adapted.append(c if "buttons" in c else {**c, "buttons": []})  # nothing to change
+            continue
+        kept, dropped = degrade(buttons, caps)
         notes.extend(dropped)
-        adapted.append({**c, "buttons": buttons})
+        adapted.append({**c, "buttons": kept})
     return VendorPayload(_BUILDERS[vendor](adapted, kind, brand), notes)
