@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import aiohttp
-
 from gateway.dispatch.ports import (
     DeliveryReport,
     InboundMessage,
@@ -26,9 +24,8 @@ from gateway.dispatch.ports import (
     Submission,
     SubmitOutcome,
 )
-from providers import http
 from providers.batching import by_route, check_batch, payload_required, post_batch
-from providers.http import SignedJsonApi, parse_callback
+from providers.http import HttpProvider, parse_callback
 from providers.wire import CapabilityResponse, WireModel, capability_answers, inbound
 
 if TYPE_CHECKING:
@@ -49,7 +46,7 @@ class _ReportsBody(WireModel):
     reports: list[_Report]
 
 
-class HttpCarrier:
+class HttpCarrier(HttpProvider):
     """One carrier: SMS and 5G rich messages in batches of up to 100, signed both ways.
 
     A batch may mix ``sms`` and ``carrier_rich``: it is split into one request
@@ -59,20 +56,6 @@ class HttpCarrier:
     """
 
     routes: frozenset[RouteKind] = frozenset({"sms", "carrier_rich"})
-    max_batch = 100
-    max_lookup = 10_000
-
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        secret: bytes,
-        session: aiohttp.ClientSession,
-        *,
-        timeout_s: float = 10.0,
-    ) -> None:
-        self.name = name
-        self._api = SignedJsonApi(name, base_url, secret, session, timeout_s=timeout_s)
 
     async def submit(self, batch: Sequence[Submission], callback_url: str) -> list[SubmitOutcome]:
         check_batch(self.name, self.routes, self.max_batch, batch)
@@ -107,13 +90,6 @@ class HttpCarrier:
         )
         return capability_answers(self.name, keys, answer)
 
-    async def recall(self, client_ref: str) -> tuple[bool, str | None]:
-        """Withdraws a message not yet delivered: (recalled, why not)."""
-        return await http.recall(self._api, client_ref)
-
-    def verify(self, body: bytes, signature: str | None) -> bool:
-        return self._api.verify(body, signature)
-
     def parse_reports(self, body: bytes) -> list[DeliveryReport]:
         parsed = parse_callback(_ReportsBody, body, "delivery reports")
         return [
@@ -129,9 +105,6 @@ class HttpCarrier:
 
     def parse_inbound(self, body: bytes) -> list[InboundMessage]:
         return inbound(body)
-
-    async def close(self) -> None:
-        """Nothing to do: the session belongs to the caller."""
 
 
 if TYPE_CHECKING:

@@ -121,3 +121,35 @@ async def recall(api: SignedJsonApi, client_ref: str) -> tuple[bool, str | None]
     """Asks the provider to withdraw a message it has not delivered yet."""
     answer = await api.post("/recall", {"client_ref": client_ref}, RecallAnswer)
     return answer.recalled, answer.reason
+
+
+class HttpProvider:
+    """What every HTTP provider client shares: its signed API, recall, signature check.
+
+    Subclasses add ``submit``, the lookups and the callback parsers of their API style.
+    """
+
+    max_batch = 100
+    max_lookup = 10_000
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        secret: bytes,
+        session: aiohttp.ClientSession,
+        *,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.name = name
+        self._api = SignedJsonApi(name, base_url, secret, session, timeout_s=timeout_s)
+
+    async def recall(self, client_ref: str) -> tuple[bool, str | None]:
+        """Withdraws a message not yet delivered: (recalled, why not)."""
+        return await recall(self._api, client_ref)
+
+    def verify(self, body: bytes, signature: str | None) -> bool:
+        return self._api.verify(body, signature)
+
+    async def close(self) -> None:
+        """Nothing to do: the session belongs to the caller."""

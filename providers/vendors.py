@@ -21,8 +21,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-import aiohttp
-
 from gateway.dispatch.ports import (
     DeliveryReport,
     InboundMessage,
@@ -32,9 +30,8 @@ from gateway.dispatch.ports import (
     Submission,
     SubmitOutcome,
 )
-from providers import http
 from providers.batching import check_batch, payload_required, post_batch
-from providers.http import SignedJsonApi, parse_callback
+from providers.http import HttpProvider, parse_callback
 from providers.numbers import number_hash
 from providers.wire import CapabilityResponse, WireModel, capability_answers, inbound
 
@@ -75,7 +72,7 @@ class _ReviewTaken(WireModel):
     review_id: str
 
 
-class HttpVendor:
+class HttpVendor(HttpProvider):
     """One handset vendor: cards in batches of up to 100, lookups, template reviews.
 
     A submission's ``payload`` is the vendor's card; one without a payload fails
@@ -85,20 +82,6 @@ class HttpVendor:
     """
 
     routes: frozenset[RouteKind] = frozenset({"vendor_card"})
-    max_batch = 100
-    max_lookup = 10_000
-
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        secret: bytes,
-        session: aiohttp.ClientSession,
-        *,
-        timeout_s: float = 10.0,
-    ) -> None:
-        self.name = name
-        self._api = SignedJsonApi(name, base_url, secret, session, timeout_s=timeout_s)
 
     async def submit(self, batch: Sequence[Submission], callback_url: str) -> list[SubmitOutcome]:
         check_batch(self.name, self.routes, self.max_batch, batch)
@@ -139,13 +122,6 @@ class HttpVendor:
         }
         return (await self._api.post("/templates/review", payload, _ReviewTaken)).review_id
 
-    async def recall(self, client_ref: str) -> tuple[bool, str | None]:
-        """Withdraws a message not yet delivered: (recalled, why not)."""
-        return await http.recall(self._api, client_ref)
-
-    def verify(self, body: bytes, signature: str | None) -> bool:
-        return self._api.verify(body, signature)
-
     def parse_reports(self, body: bytes) -> list[DeliveryReport]:
         """Delivery events; an unknown ``state`` makes the whole body malformed."""
         parsed = parse_callback(_EventsBody, body, "delivery events")
@@ -171,9 +147,6 @@ class HttpVendor:
 
     def parse_inbound(self, body: bytes) -> list[InboundMessage]:
         return inbound(body)
-
-    async def close(self) -> None:
-        """Nothing to do: the session belongs to the caller."""
 
 
 def _card_fields(s: Submission) -> dict[str, Any]:

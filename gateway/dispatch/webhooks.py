@@ -225,45 +225,27 @@ class WebhookSender(PollingWorker):
             error=error,
             attempt=attempts,
         )
+        next_at = now
         if error is None:
-            await self._webhooks.record(
-                d.delivery_id,
-                state="delivered",
-                attempts=attempts,
-                next_at=now,
-                status=status,
-                error=None,
-            )
+            state = "delivered"
         elif status == 410:  # the endpoint is gone: stop calling it
+            state = "disabled"
             await self._webhooks.disable(d.tenant_id, "410 Gone")
-            await self._webhooks.record(
-                d.delivery_id,
-                state="disabled",
-                attempts=attempts,
-                next_at=now,
-                status=status,
-                error=error,
-            )
-            await self._webhooks.hold_tenant(d.tenant_id, "disabled")
         elif now - d.created_at >= self._retry_for_s:
-            await self._webhooks.record(
-                d.delivery_id,
-                state="failed",
-                attempts=attempts,
-                next_at=now,
-                status=status,
-                error=error,
-            )
+            state = "failed"
         else:
-            delay = backoff(attempts, base_s=5.0, max_s=3600.0, defer=retry_after, rng=self._rng)
-            await self._webhooks.record(
-                d.delivery_id,
-                state="pending",
-                attempts=attempts,
-                next_at=now + delay,
-                status=status,
-                error=error,
-            )
+            state = "pending"
+            next_at += backoff(attempts, base_s=5.0, max_s=3600.0, defer=retry_after, rng=self._rng)
+        await self._webhooks.record(
+            d.delivery_id,
+            state=state,
+            attempts=attempts,
+            next_at=next_at,
+            status=status,
+            error=error,
+        )
+        if state == "disabled":
+            await self._webhooks.hold_tenant(d.tenant_id, "disabled")
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -701,7 +701,7 @@ def insert_message(conn: sqlite3.Connection, m: NewMessage, *, skip_existing: bo
 def _event(conn: sqlite3.Connection, message_id: str, type_: str, at: float, **data: Any) -> None:
     conn.execute(
         "INSERT INTO events (message_id, type, at, data) VALUES (?, ?, ?, ?)",
-        (message_id, type_, at, dumps({k: v for k, v in data.items() if v is not None})),
+        (message_id, type_, at, dumps(_compact(data))),
     )
 
 

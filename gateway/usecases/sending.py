@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -14,6 +14,7 @@ from cards.links import MessageLinks
 from cards.targets import render_message
 from cards.variables import check_variables
 from gateway.clock import Clock
+from gateway.dispatch.ports import RouteKind
 from gateway.domain.messages import IdempotencyRecord, Link, NewMessage, Rendered, Status
 from gateway.domain.phones import InvalidNumber, to_e164
 from gateway.domain.routing import preference
@@ -22,8 +23,6 @@ from gateway.ids import new_id
 from gateway.storage.base import AcceptResult, IdempotencyConflict, Store
 from gateway.usecases.catalog import Catalog, LoadedTemplate, variable_errors
 from gateway.usecases.tenants import Principal
-
-RouteKind = Literal["vendor_card", "carrier_rich", "sms"]
 
 
 class SendRequest(BaseModel):
