@@ -11,8 +11,18 @@ from pathlib import Path
 
 from bench import audience, drain, render, report, scenarios, wrk
 
-SCENARIOS = ("hello", "send", "click", "dispatch", "drain", "render", "import", "campaign")
-ROUND_SCENARIOS = ("hello", "send", "click", "dispatch", "drain")
+SCENARIOS = (
+    "hello",
+    "hello-uvloop",
+    "send",
+    "click",
+    "dispatch",
+    "drain",
+    "render",
+    "import",
+    "campaign",
+)
+ROUND_SCENARIOS = ("hello", "hello-uvloop", "send", "click", "dispatch", "drain")
 OUT_DIR = scenarios.ROOT / "bench-results"
 
 
@@ -32,8 +42,8 @@ def _env_pair(text: str) -> tuple[str, str]:
 
 
 def _run(name: str, opts: scenarios.Options, seed: drain.Seed) -> list[scenarios.Outcome]:
-    if name == "hello":
-        return [scenarios.hello(opts)]
+    if name in ("hello", "hello-uvloop"):
+        return [scenarios.hello(opts, uvloop=name == "hello-uvloop")]
     if name == "drain":
         return drain.run(opts, seed)
     if name == "click":

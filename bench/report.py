@@ -75,7 +75,7 @@ def render(outcomes: list[Outcome], opts: Options, argv: list[str]) -> str:
             else []
         ),
         "",
-        "| scenario | req/s | p50 ms | p99 ms | non-2xx | ratio to hello world |",
+        "| scenario | req/s | p50 ms | p99 ms | non-2xx | ratio to A, hello world |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for o in outcomes:

@@ -96,12 +96,15 @@ def _wrk_facts(warm: wrk.WrkResult, run: wrk.WrkResult) -> list[str]:
     return facts
 
 
-def hello(opts: Options) -> Outcome:
+def hello(opts: Options, *, uvloop: bool = False) -> Outcome:
+    """Hello world on asyncio's default loop: the yardstick of the targets. On uvloop (the
+    loop the gateway runs on), shown beside it as a reference."""
+    name = "hello-uvloop" if uvloop else "hello"
     with tempfile.TemporaryDirectory(prefix="bench-hello-") as tmp_name:
         tmp = Path(tmp_name)
         port = procs.free_port()
         proc = procs.start(
-            [sys.executable, "-m", "bench.hello", str(port)],
+            [sys.executable, "-m", "bench.hello", str(port), *(["--uvloop"] if uvloop else [])],
             cwd=ROOT,
             env=dict(os.environ),
             log=tmp / "hello.log",
@@ -109,12 +112,12 @@ def hello(opts: Options) -> Outcome:
         try:
             url = f"http://127.0.0.1:{port}/"
             procs.wait_ready(proc, url)
-            warm, run, cpu, summary = _measure("hello", url, wrk.script(), proc.pid, opts, tmp)
+            warm, run, cpu, summary = _measure(name, url, wrk.script(), proc.pid, opts, tmp)
         finally:
             procs.stop(proc)
     return Outcome(
-        "hello",
-        "A: hello world (GET /)",
+        name,
+        "A′: hello world on uvloop (reference only)" if uvloop else "A: hello world (GET /)",
         run,
         _wrk_facts(warm, run) + cpu,
         summary,

@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway.app import build_store, create_app, ensure_var_dir
 from gateway.clock import SystemClock
 from gateway.demo import seed_demo_on_startup
+from gateway.eventloop import new_event_loop
 from gateway.logging import configure_logging
 from gateway.settings import Settings
 from gateway.usecases.tenants import create_tenant
@@ -81,6 +82,7 @@ def serve(args: argparse.Namespace) -> None:
             access_log=None,
             print=None,
             shutdown_timeout=settings.drain_timeout_s,
+            loop=new_event_loop(settings.event_loop),
         )
     finally:
         if child is not None:

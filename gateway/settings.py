@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.eventloop import LoopKind
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
@@ -31,6 +33,9 @@ class Settings(BaseSettings):
     provider_secret: str | None = None
     provider_timeout_s: float = 10.0
 
+    event_loop: LoopKind = Field(
+        default="uvloop", description="uvloop (where installed) or asyncio's default loop"
+    )
     max_body_bytes: int = 1 << 20
     log_level: str = "info"
     log_json: bool = True

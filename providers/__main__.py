@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from gateway.eventloop import new_event_loop
 from providers.mock.config import load_behaviours
 from providers.mock.server import create_mock_app
 from providers.settings import MockSettings
@@ -34,7 +35,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     def announce(_message: str) -> None:
         print(f"mock providers listening on http://{host}:{port}", flush=True)
 
-    web.run_app(app, host=host, port=port, access_log=None, print=announce)
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        access_log=None,
+        print=announce,
+        loop=new_event_loop(settings.event_loop),
+    )
     return 0
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.eventloop import LoopKind
+
 
 class MockSettings(BaseSettings):
     """Where the mock providers listen and how they reach the gateway."""
@@ -18,3 +20,4 @@ class MockSettings(BaseSettings):
     port: int = 8080  # the gateway's port: where MO goes when no DLR callback was seen
     provider_secret: str | None = None
     var_dir: Path = Path("var")
+    event_loop: LoopKind = "uvloop"
