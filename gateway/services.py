@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gateway.api.endpoints import Endpoint
 from gateway.clock import Clock
 from gateway.dispatch.campaigns import CampaignRunner
 from gateway.dispatch.dispatcher import Dispatcher
@@ -42,3 +43,5 @@ class Services:
     webhooks: SqliteWebhooks | None = None
     webhook_sender: WebhookSender | None = None
     draining: bool = field(default=False)
+    # per matched route: its endpoint and its name in metrics (the middleware asks once)
+    route_info: dict[object, tuple[Endpoint | None, str]] = field(default_factory=dict)

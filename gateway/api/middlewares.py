@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 
 from gateway import logging as logs
-from gateway.api.endpoints import Handler, endpoint_of
+from gateway.api.endpoints import Endpoint, Handler, endpoint_of
 from gateway.api.problems import from_gateway_error, from_http_exception, problem
 from gateway.errors import GatewayError
 from gateway.keys import SERVICES
@@ -26,6 +26,20 @@ _ID_COUNTER = itertools.count(1)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 
 
+def _route_info(
+    request: web.Request, known: dict[object, tuple[Endpoint | None, str]]
+) -> tuple[Endpoint | None, str]:
+    """The matched route's endpoint and its name in metrics, asked once per route."""
+    route = request.match_info.route
+    info = known.get(route)
+    if info is None:
+        resource = route.resource
+        info = (endpoint_of(request), resource.canonical if resource is not None else "unmatched")
+        if resource is not None:  # not the 404/405 answers, which are new objects each time
+            known[route] = info
+    return info
+
+
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one middleware: binds a request id, checks the key against the endpoint's roles,
@@ -36,8 +50,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     # previous request's id, and nothing else is ever bound, so no clearing is needed.
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
+    endpoint, route = _route_info(request, services.route_info)
     try:
-        endpoint = endpoint_of(request)
         if endpoint is not None and endpoint.roles is not None:
             principal = await services.auth.authenticate(request.headers.get("Authorization"))
             require_role(principal, endpoint.roles)
@@ -53,8 +67,6 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("unhandled_error", method=request.method, path=request.path)
         response = problem(500, "an internal error; it is logged with this request id")
     elapsed = time.perf_counter() - started
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
     if not response.prepared:  # a streamed response sent its headers already
         response.headers["X-Request-Id"] = request_id
     services.metrics.observe_request(request.method, route, response.status, elapsed)

@@ -420,34 +420,41 @@ class SqliteStore:
 
     async def record_clicks(self, clicks: Sequence[tuple[LinkRecord, float, str | None]]) -> None:
         """Clicks, a batch at a time: ``clicked`` events, and each recipient's last click
-        (``last_clicked_at``, ``last_clicked_route``) for segments to use."""
+        (``last_clicked_at``, ``last_clicked_route``) for segments to use: one update per
+        message clicked in the batch (its latest click), however often it was tapped."""
+        events = [
+            (
+                link.message_id,
+                at,
+                dumps(
+                    _compact(
+                        {
+                            "button": link.button,
+                            "label": link.label,
+                            "user_agent": (ua or "")[:300] or None,
+                        }
+                    )
+                ),
+            )
+            for link, at, ua in clicks
+        ]
+        latest: dict[str, tuple[float, str]] = {}
+        for link, at, _ in clicks:
+            seen = latest.get(link.message_id)
+            if seen is None or at >= seen[0]:
+                latest[link.message_id] = (at, link.tenant_id)
 
         def job(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "INSERT INTO events (message_id, type, at, data) VALUES (?, 'clicked', ?, ?)",
-                [
-                    (
-                        link.message_id,
-                        at,
-                        dumps(
-                            _compact(
-                                {
-                                    "button": link.button,
-                                    "label": link.label,
-                                    "user_agent": (ua or "")[:300] or None,
-                                }
-                            )
-                        ),
-                    )
-                    for link, at, ua in clicks
-                ],
+                events,
             )
             conn.executemany(
                 "UPDATE recipients SET attrs = json_set(attrs, '$.last_clicked_at', ?,"
                 " '$.last_clicked_route', (SELECT route FROM messages WHERE message_id = ?))"
                 " WHERE tenant_id = ? AND phone = (SELECT to_number FROM messages"
                 " WHERE message_id = ?)",
-                [(at, link.message_id, link.tenant_id, link.message_id) for link, at, _ in clicks],
+                [(at, mid, tenant, mid) for mid, (at, tenant) in latest.items()],
             )
 
         await self.writer.run(job, savepoint=False)

@@ -57,6 +57,20 @@ async def test_click_redirects_and_is_recorded(gw: Gateway) -> None:
     assert recipient["attrs"]["last_clicked_route"] is None  # not dispatched yet
 
 
+async def test_a_burst_of_clicks_is_every_event_and_the_latest_last_click(gw: Gateway) -> None:
+    """Clicks written in one batch: each is an event; the recipient keeps the latest one,
+    whatever order the batch holds them in."""
+    message_id, token = await _token(gw)
+    link = await gw.services.store.find_link(token)
+    assert link is not None
+    t = gw.clock.now()
+    await gw.services.store.record_clicks([(link, t + 5, "a"), (link, t + 2, "b"), (link, t + 3, None)])
+    clicked = [e for e in (await gw.message(message_id))["events"] if e["type"] == "clicked"]
+    assert sorted(e.get("user_agent") or "" for e in clicked) == ["", "a", "b"]
+    recipient = await (await gw.client.get("/v1/recipients/13812345678", headers=gw.auth())).json()
+    assert recipient["attrs"]["last_clicked_at"] == t + 5
+
+
 async def test_previews_and_head_are_not_clicks(gw: Gateway) -> None:
     """Link-preview fetchers and HEAD requests get the redirect but count nothing."""
     message_id, token = await _token(gw)
