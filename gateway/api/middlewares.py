@@ -6,7 +6,6 @@ import itertools
 import os
 import time
 
-import structlog
 from aiohttp import web
 
 from gateway import logging as logs
@@ -48,7 +47,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id") or f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
     # Requests on one connection run one after another in its task: binding overwrites the
     # previous request's id, and nothing else is ever bound, so no clearing is needed.
-    structlog.contextvars.bind_contextvars(request_id=request_id)
+    logs.REQUEST_ID.set(request_id)
     started = time.perf_counter()
     endpoint, route = _route_info(request, services.route_info)
     try:

@@ -86,3 +86,19 @@ async def test_logs_mask_numbers(gw: Gateway) -> None:
     assert any(line["event"] == "dispatch_attempt" for line in lines)
     assert "13812345678" not in stream.getvalue()
     assert "138****5678" in stream.getvalue()
+
+
+async def test_request_lines_carry_the_request_id(gw: Gateway) -> None:
+    """The request's line carries its id; the next request on the connection gets its own."""
+    stream = io.StringIO()
+    configure_logging("info", json=True, stream=stream, cache=False)
+    try:
+        await gw.client.get("/healthz", headers={"X-Request-Id": "req-one"})
+        await gw.client.get("/v1/messages/nope", headers={**gw.auth(), "X-Request-Id": "req-two"})
+    finally:
+        configure_logging("warning", json=True, cache=False)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    requests = {line["path"]: line for line in lines if line["event"] == "request"}
+    assert requests["/healthz"]["request_id"] == "req-one"
+    assert requests["/v1/messages/nope"]["request_id"] == "req-two"
+    assert requests["/v1/messages/nope"]["status"] == 404
