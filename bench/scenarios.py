@@ -209,6 +209,13 @@ def _count_facts(
     return 0 <= extra <= slack
 
 
+# What a phone's browser sends when a card button or SMS link is tapped.
+PHONE_USER_AGENT = (
+    "Mozilla/5.0 (Linux; Android 14; HUAWEI P60) AppleWebKit/537.36 (KHTML, like Gecko)"
+    " Chrome/120.0.6099.230 Mobile Safari/537.36"
+)
+
+
 def click(opts: Options) -> Outcome:
     """Tracked-link redirects: ``GET /c/{token}`` answering 302, each a recorded click."""
     with tempfile.TemporaryDirectory(prefix="bench-click-") as tmp_name:
@@ -218,7 +225,8 @@ def click(opts: Options) -> Outcome:
         facts: list[str] = []
         try:
             url = gateway.tracked_link(gw)
-            warm, run, cpu, summary = _measure("click", url, wrk.script(), gw.proc.pid, opts, tmp)
+            script = wrk.script(headers={"User-Agent": PHONE_USER_AGENT})
+            warm, run, cpu, summary = _measure("click", url, script, gw.proc.pid, opts, tmp)
             facts += _wrk_facts(warm, run) + cpu
             facts.append(
                 f"every answer a 302: {run.non_2xx == run.requests} (wrk counts 3xx as non-2xx)"

@@ -86,7 +86,10 @@ def script(
 ) -> str:
     """A wrk Lua script; for POST, ``{to}`` in ``body_template`` becomes a fresh number."""
     if method == "GET":
-        return _COUNT_STATUSES
+        sets = "".join(
+            f"wrk.headers[{_lua_str(k)}] = {_lua_str(v)}\n" for k, v in (headers or {}).items()
+        )
+        return sets + _COUNT_STATUSES
     before, marker, after = body_template.partition("{to}")
     if not marker:
         raise ValueError("body_template must contain {to}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import re
+import functools
 from collections import OrderedDict
 
 from cards.links import is_token
@@ -15,17 +15,23 @@ from gateway.storage.base import LinkRecord, Store
 log = get_logger("gateway.clicks")
 RECENT_LINKS = 50_000
 
-# Link-preview fetchers open links nobody clicked: they are not clicks.
-_PREVIEW = re.compile(
-    r"facebookexternalhit|facebot|twitterbot|slackbot|slack-imgproxy|discordbot|telegrambot|"
-    r"whatsapp|linkedinbot|skypeuripreview|bingpreview|googlebot|applebot|embedly|pinterest|"
-    r"redditbot|vkshare|iframely|outbrain|quora link preview|crawler|spider|headlesschrome",
-    re.IGNORECASE,
-)
+# Link-preview fetchers open links nobody clicked: they are not clicks. Lower-case marks
+# looked for in the lower-cased User-Agent (a regex alternation of them cost ~19 µs a
+# phone's User-Agent; these substring tests ~1 µs, and a repeated User-Agent ~0.1 µs).
+PREVIEW_MARKS = (
+    "facebookexternalhit", "facebot", "twitterbot", "slackbot", "slack-imgproxy",
+    "discordbot", "telegrambot", "whatsapp", "linkedinbot", "skypeuripreview",
+    "bingpreview", "googlebot", "applebot", "embedly", "pinterest", "redditbot", "vkshare",
+    "iframely", "outbrain", "quora link preview", "crawler", "spider", "headlesschrome",
+)  # fmt: skip
 
 
+@functools.lru_cache(maxsize=4096)
 def is_preview(user_agent: str | None) -> bool:
-    return bool(user_agent) and _PREVIEW.search(user_agent or "") is not None
+    if not user_agent:
+        return False
+    ua = user_agent.lower()
+    return any(mark in ua for mark in PREVIEW_MARKS)
 
 
 class Clicks:
