@@ -41,10 +41,10 @@ class Settings(BaseSettings):
     log_json: bool = True
 
     dispatcher_enabled: bool = True
-    dispatch_concurrency: int = 16
+    dispatch_concurrency: int = 64
     dispatch_batch: int = 500
     dispatch_inflight_claims: int = Field(
-        default=4, description="claimed batches in flight at once (bounds memory)"
+        default=16, description="claimed batches in flight at once (bounds memory)"
     )
     dispatch_lease_s: float = 60.0
     retry_base_s: float = 1.0
