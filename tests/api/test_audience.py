@@ -79,6 +79,22 @@ async def test_ndjson_import_counts_and_names_rejected_lines(gw: Gateway) -> Non
     assert got["tags"] == ["b"]
 
 
+async def test_reimport_updates_known_numbers_and_creates_new_ones(gw: Gateway) -> None:
+    """A second import of known numbers updates them (the new values win); new ones are
+    created; a number twice in one import counts once created, then updated."""
+    first = b'{"phone": "13800000011", "tags": ["a"]}\n{"phone": "13800000012", "tags": ["a"]}\n'
+    assert (await _import(gw, first, "application/x-ndjson"))[1]["created"] == 2
+    second = (
+        b'{"phone": "13800000012", "tags": ["z"]}\n{"phone": "13800000013", "tags": ["n"]}\n'
+        b'{"phone": "13800000013", "tags": ["m"]}\n'
+    )
+    status, out = await _import(gw, second, "application/x-ndjson")
+    assert status == 200 and (out["created"], out["updated"]) == (1, 2)
+    for phone, tags in (("13800000011", ["a"]), ("13800000012", ["z"]), ("13800000013", ["m"])):
+        got = await (await gw.client.get(f"/v1/recipients/{phone}", headers=gw.auth())).json()
+        assert got["tags"] == tags, phone
+
+
 async def test_csv_import_utf8_bom_and_types(gw: Gateway) -> None:
     """Excel's UTF-8 CSV (with a BOM): tags split on ';', numbers typed, other columns attributes."""
     csv_text = "phone,tags,timezone,age,city,score\r\n13800000011,fund;vip,,41,太原,7.5\r\n13800000012,,Asia/Tokyo,29,大同,\r\n12,,,,,\r\n"
