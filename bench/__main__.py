@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import time
 from pathlib import Path
 
 from bench import audience, drain, render, report, scenarios, wrk
@@ -39,6 +41,17 @@ def _env_pair(text: str) -> tuple[str, str]:
     if not sep or not key.startswith("GATEWAY_"):
         raise argparse.ArgumentTypeError("expected GATEWAY_NAME=value")
     return key, value
+
+
+SETTLE_S = 3.0
+
+
+def _settle() -> None:
+    """Each scenario starts on a quiet machine: the previous one's writes flushed to disk
+    (its database, WAL and deleted temporary files), then a pause. Without it, the kernel's
+    write-back of one scenario's files ran on the cores the next one was measured on."""
+    os.sync()
+    time.sleep(SETTLE_S)
 
 
 def _run(name: str, opts: scenarios.Options, seed: drain.Seed) -> list[scenarios.Outcome]:
@@ -135,12 +148,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.repeat > 1:
                 print(f"bench: round {i + 1} of {args.repeat}", file=sys.stderr)
             for name in names:
+                _settle()
                 for outcome in _run(name, opts, seed):
                     rounds.setdefault(outcome.name, []).append(outcome)
     outcomes = [_median(done) for done in rounds.values()]
     text = report.render(outcomes, opts, argv)
     if "render" in args.only:
         print("bench: render: card renders per second, one core", file=sys.stderr)
+        _settle()
         r = render.run_child(args.duration)
         text += (
             "\n\n## Card renders (all targets, one core)\n\n"
@@ -150,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             "the carrier's UP message and all five vendors' cards (`bench/render.py`)"
         )
     if "import" in args.only:
+        _settle()
         r = audience.measure_import(args.import_lines)
         text += (
             "\n\n## Importing recipients (NDJSON, streamed)\n\n"
@@ -158,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             f"memory (VmHWM) **{r['peak_rss_mb']} MB** (`bench/audience.py`)"
         )
     if "campaign" in args.only:
+        _settle()
         r = audience.measure_campaign(args.campaign_size)
         text += (
             "\n\n## A campaign end to end (mock providers, 0 ms)\n\n"

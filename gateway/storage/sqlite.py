@@ -427,13 +427,9 @@ class SqliteStore:
                 link.message_id,
                 at,
                 dumps(
-                    _compact(
-                        {
-                            "button": link.button,
-                            "label": link.label,
-                            "user_agent": (ua or "")[:300] or None,
-                        }
-                    )
+                    {"button": link.button, "label": link.label, "user_agent": ua[:300]}
+                    if ua
+                    else {"button": link.button, "label": link.label}
                 ),
             )
             for link, at, ua in clicks
