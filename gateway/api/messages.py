@@ -12,7 +12,7 @@ from gateway.api.bodies import parse, path_id
 from gateway.api.endpoints import READ, WRITE, Endpoint
 from gateway.api.json import respond
 from gateway.api.middlewares import PRINCIPAL
-from gateway.clock import to_rfc3339
+from gateway.clock import event_json, to_rfc3339
 from gateway.domain.messages import MessageView, Rendered
 from gateway.domain.phones import mask
 from gateway.errors import InvalidInput, NotFound
@@ -99,7 +99,7 @@ def message_json(view: MessageView, *, masked: bool) -> dict[str, Any]:
         "campaign_id": view.campaign_id,
         "client_ref": view.client_ref,
         "rendered": rendered,
-        "events": [{"type": e.type, "at": to_rfc3339(e.at), **e.data} for e in view.events],
+        "events": [event_json(e.type, e.at, e.data) for e in view.events],
         "created_at": to_rfc3339(view.created_at),
         "updated_at": to_rfc3339(view.updated_at),
         "expires_at": to_rfc3339(view.expires_at),

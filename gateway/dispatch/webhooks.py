@@ -25,7 +25,7 @@ import aiohttp
 import aiohttp.abc
 from standardwebhooks import Webhook
 
-from gateway.clock import Clock, to_rfc3339
+from gateway.clock import Clock, event_json, to_rfc3339
 from gateway.dispatch.worker import PollingWorker
 from gateway.domain.retry import backoff
 from gateway.ids import new_id
@@ -128,7 +128,7 @@ def _payload(event: tuple[Any, ...], endpoint: Endpoint) -> tuple[str, str, str]
             "campaign_id": campaign_id,
             "route": route,
             "provider": provider,
-            "event": {"type": kind, "at": to_rfc3339(at), **json.loads(data)},
+            "event": event_json(kind, at, json.loads(data)),
         },
     }
     return f"msg_{new_id(int(at * 1000))}", kind, json.dumps(body, ensure_ascii=False)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.clock import to_rfc3339
 from gateway.storage.sqlite import SqliteStore, dumps
 
 
@@ -179,4 +180,6 @@ class SqliteWebhooks:
             "last_error",
             "created_at",
         )
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+        return [
+            {**dict(zip(keys, r, strict=True)), "created_at": to_rfc3339(r[-1])} for r in rows
+        ]

@@ -156,7 +156,7 @@ async def test_quiet_hours_hold_marketing_but_not_transactional(gw: Gateway) -> 
     await _run(gw)
     m = await gw.message(marketing)
     assert m["status"] == "deferred"
-    assert m["events"][-1]["until"] == at("2026-11-24 08:00")
+    assert m["events"][-1]["until"] == "2026-11-24T00:00:00.000+00:00"  # 08:00 in Shanghai
     assert (await gw.message(transactional))["status"] == "submitted"
     gw.clock.set(at("2026-11-24 08:00"))
     await _run(gw)

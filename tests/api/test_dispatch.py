@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.app import create_app
+from gateway.clock import from_rfc3339
 from gateway.errors import PermanentProviderError, RetryableProviderError
 from gateway.keys import SERVICES
 from gateway.storage.sqlite import SqliteStore
@@ -18,6 +19,7 @@ async def test_retryable_error_backs_off_then_succeeds(gw: Gateway) -> None:
     assert msg["status"] == "accepted"
     retry = msg["events"][-1]
     assert retry["type"] == "retry" and retry["error"] == "unavailable" and retry["attempt"] == 1
+    assert from_rfc3339(retry["next_at"]) > from_rfc3339(retry["at"])  # times are RFC 3339
     assert await gw.services.dispatcher.run_once() == 0  # not due yet
     gw.clock.advance(gw.services.settings.retry_base_s + 0.01)
     assert await gw.services.dispatcher.run_once() == 1

@@ -122,6 +122,7 @@ async def test_failures_are_retried_with_backoff_honouring_retry_after(
     assert len({h["webhook-id"] for h, _ in rec.received}) == 1
     state = await (await gw.client.get("/v1/webhook", headers=gw.auth())).json()
     assert state["recent_deliveries"][0]["state"] == "delivered"
+    assert state["recent_deliveries"][0]["created_at"].endswith("+00:00")  # RFC 3339
 
 
 async def test_410_disables_the_endpoint(make_gateway: GatewayFactory, receiver: Any) -> None:
