@@ -6,11 +6,12 @@ lookups, the template's vendor approvals, open circuits), groups them per provid
 and route into that provider's batch size, and submits the batches concurrently,
 within each provider's rate. Outcomes are recorded in one write per batch.
 
-Rich routes are opportunistic: when one cannot deliver (not capable, refused, an
-open circuit, a failed or missing delivery report) the message is rerouted to the
-next route, in the end the SMS, with a ``fallback`` event. SMS failures are retried
-with exponential backoff and jitter until the message's TTL runs out. Only this
-module decides to retry: providers just say what happened.
+Rich routes are opportunistic: a rich route is chosen only where the phone can show it
+(capable, approved, circuit closed); when the chosen one cannot deliver (refused, an
+open circuit, a failed or missing delivery report) the message goes to the SMS, with a
+``fallback`` event saying why, unless the send asked for rich routes only. SMS
+failures are retried with exponential backoff and jitter until the message's TTL
+runs out. Only this module decides to retry: providers just say what happened.
 """
 
 from __future__ import annotations
@@ -224,7 +225,7 @@ class Dispatcher:
         sendable: list[QueuedMessage] = []
         for q in claimed:
             if q.stage == "rich_wait":
-                if q.status == "submitted" and q.route in RICH and q.provider:
+                if q.status == "submitted" and q.route in RICH and q.provider and _has_sms(q):
                     immediate.append(
                         Reroute(q.id, now, q.route, q.provider, "rich_timeout", q.ref_suffix + 1)
                     )
@@ -323,12 +324,15 @@ class Dispatcher:
                 except Skip as skip:
                     skipped.append((candidate.route, skip.reason))
                     continue
-            chosen = q.route_pref.index(candidate.route)
-            fallbacks = tuple(
-                (route, reason)
-                for route, reason in skipped
-                if route in RICH and reason != "no_card" and q.route_pref.index(route) < chosen
-            )
+            # A fallback is the SMS sent because a preferred rich route could not be used;
+            # one rich route chosen over another is only the choice of route.
+            fallbacks: tuple[tuple[str, str], ...] = ()
+            if candidate.route == "sms":
+                fallbacks = tuple(
+                    (route, reason)
+                    for route, reason in skipped
+                    if route in RICH and reason != "no_card"
+                )
             submission = Submission(q.client_ref, q.to, candidate.route, q.rendered.text, payload)  # type: ignore[arg-type]
             return _Planned(q, candidate, submission, fallbacks)
         return Suppressed(q.id, "no_route", now)
@@ -430,7 +434,7 @@ class Dispatcher:
         self, p: _Planned, provider: str, route: str, error: ProviderError, now: float
     ) -> Outcome:
         q = p.message
-        if route in RICH:  # a rich route gives up at once: the next route (in the end SMS) goes
+        if route in RICH and _has_sms(q):  # a rich route gives up at once: the SMS goes
             return Reroute(q.id, now, route, provider, error.code, q.ref_suffix)
         if isinstance(error, PermanentProviderError):
             return Failed(
@@ -462,6 +466,11 @@ class Dispatcher:
             rerouted = rerouted or isinstance(o, Reroute)
         if rerouted:
             self.wake()
+
+
+def _has_sms(q: QueuedMessage) -> bool:
+    """Whether the message may fall back to the SMS (a send can ask for rich routes only)."""
+    return "sms" in q.route_pref
 
 
 _STATUS_OF: dict[type, str] = {

@@ -411,7 +411,7 @@ class MemoryStore:
                     o.message_id,
                     "fallback",
                     o.at,
-                    **{"from": o.route},
+                    **{"from": o.route, "to": "sms"},
                     provider=o.provider,
                     reason=o.reason,
                 )
@@ -461,10 +461,15 @@ class MemoryStore:
                     self._event(o.message_id, "suppressed", o.at, reason=o.reason)
 
     def _reroute(self, message_id: str, route: str, at: float, ref_suffix: int) -> None:
+        """Queues the message again for the SMS: every rich route is excluded from now on."""
         q = self.queue.get(message_id) or _Queued(at)
-        excluded = q.exclude if route in q.exclude else (*q.exclude, route)
         self.queue[message_id] = replace(
-            q, due_at=at, lease_until=0.0, stage="send", exclude=excluded, ref_suffix=ref_suffix
+            q,
+            due_at=at,
+            lease_until=0.0,
+            stage="send",
+            exclude=("vendor_card", "carrier_rich"),
+            ref_suffix=ref_suffix,
         )
 
     async def set_portability(
@@ -509,6 +514,7 @@ class MemoryStore:
                 and rec.route in ("vendor_card", "carrier_rich")
                 and rec.provider == provider
                 and rec.status == Status.SUBMITTED
+                and "sms" in rec.new.route_pref
             ):
                 queued = self.queue.get(r.message_id)
                 self._reroute(
@@ -518,7 +524,7 @@ class MemoryStore:
                     r.message_id,
                     "fallback",
                     now,
-                    **{"from": rec.route},
+                    **{"from": rec.route, "to": "sms"},
                     provider=provider,
                     reason=f"dlr_failed:{r.error_code or 'unknown'}",
                 )

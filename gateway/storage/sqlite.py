@@ -736,7 +736,7 @@ def _apply_outcomes(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> No
                 o.message_id,
                 "fallback",
                 o.at,
-                **{"from": o.route},
+                **{"from": o.route, "to": "sms"},
                 provider=o.provider,
                 reason=o.reason,
             )
@@ -852,19 +852,15 @@ def _compact(data: dict[str, Any]) -> dict[str, Any]:
 def _reroute(
     conn: sqlite3.Connection, message_id: str, route: str, at: float, ref_suffix: int
 ) -> None:
-    """Queues the message again, now, for its next route (``route`` excluded)."""
-    row = conn.execute(
-        "SELECT exclude FROM dispatch_queue WHERE message_id = ?", (message_id,)
-    ).fetchone()
-    excluded = [p for p in (row[0] if row else "").split(",") if p]
-    if route not in excluded:
-        excluded.append(route)
+    """Queues the message again, now, for the SMS: a rich route that gave up is not followed
+    by another rich route (each would wait out its own timeout), only by the fallback."""
+    del route  # every rich route is excluded from now on, whichever gave up
     conn.execute(
         "INSERT INTO dispatch_queue (message_id, due_at, lease_until, stage, exclude, ref_suffix)"
         " VALUES (?, ?, 0, 'send', ?, ?) ON CONFLICT (message_id) DO UPDATE SET"
         " due_at = excluded.due_at, lease_until = 0, stage = 'send', exclude = excluded.exclude,"
         " ref_suffix = excluded.ref_suffix",
-        (message_id, at, ",".join(excluded), ref_suffix),
+        (message_id, at, ",".join(RICH_ROUTES), ref_suffix),
     )
 
 
@@ -885,8 +881,8 @@ def _apply_reports(
         chunk = ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
         for row in conn.execute(
-            "SELECT message_id, tenant_id, provider, route, status, provider_ref FROM messages"
-            f" WHERE message_id IN ({marks})",
+            "SELECT message_id, tenant_id, provider, route, status, provider_ref, route_pref"
+            f" FROM messages WHERE message_id IN ({marks})",
             chunk,
         ):
             rows[row[0]] = list(row[1:])
@@ -913,7 +909,7 @@ def _apply_reports(
         if row is None:
             results.append(ReportResult(r.message_id, applied=False))
             continue
-        tenant_id, current_provider, route, current, current_ref = row
+        tenant_id, current_provider, route, current, current_ref, route_pref = row
         if current_provider is not None and (
             current_provider != provider
             or (current_ref is not None and current_ref != r.provider_ref)
@@ -943,6 +939,7 @@ def _apply_reports(
             and route in RICH_ROUTES
             and current_provider == provider
             and current == Status.SUBMITTED
+            and "sms" in route_pref.split(",")
         ):
             # A rich route could not deliver: not final, the SMS fallback goes next.
             queued = conn.execute(
@@ -957,6 +954,7 @@ def _apply_reports(
                     dumps(
                         {
                             "from": route,
+                            "to": "sms",
                             "provider": provider,
                             "reason": f"dlr_failed:{r.error_code or 'unknown'}",
                         }

@@ -216,3 +216,60 @@ async def test_providers_view(gw: Gateway) -> None:
     assert items["cmcc"]["latency_ms"]["p50"] is not None and items["cmcc"]["submitted"] == 1
     text = await (await gw.client.get("/metrics")).text()
     assert 'gateway_provider_circuit_open{provider="cmcc"} 0.0' in text
+
+
+def _rich_carrier(gw: Gateway) -> FakeVendor:
+    """China Mobile, able to carry 5G rich messages (capability answered like a vendor's)."""
+    carrier = FakeVendor("cmcc", frozenset({"sms", "carrier_rich"}))
+    gw.providers["cmcc"] = carrier
+    assert gw.services.providers["cmcc"] is carrier
+    return carrier
+
+
+async def test_rich_route_chosen_over_another_is_no_fallback(gw: Gateway) -> None:
+    """A phone without a vendor's cards but with 5G gets the carrier's rich message: a choice
+    of route, not a fallback (a fallback is an SMS sent instead of a rich route)."""
+    _rich_carrier(gw).capable.add(NUMBER)
+    message_id = await gw.send()
+    await _drain(gw)
+    msg = await gw.message(message_id)
+    assert (msg["route"], msg["provider"]) == ("carrier_rich", "cmcc")
+    assert "fallback" not in [e["type"] for e in msg["events"]]
+
+
+async def test_a_rich_route_that_gives_up_falls_back_to_sms_not_another_rich_route(
+    gw: Gateway,
+) -> None:
+    """A vendor's failure report sends the SMS at once, even where the carrier's rich route
+    was open too, with one fallback event saying from where, to SMS and why."""
+    carrier = _rich_carrier(gw)
+    carrier.capable.add(NUMBER)
+    _vendor(gw).capable.add(NUMBER)
+    await _approve(gw)
+    message_id = await gw.send()
+    await _drain(gw)
+    assert (await gw.message(message_id))["route"] == "vendor_card"
+    body, sig = report_body((message_id, f"huawei-{message_id}", "failed"))
+    await gw.client.post("/callbacks/huawei/dlr", data=body, headers={"X-Signature": sig})
+    await _drain(gw)
+    msg = await gw.message(message_id)
+    assert (msg["route"], msg["status"]) == ("sms", "submitted")
+    [fallback] = [e for e in msg["events"] if e["type"] == "fallback"]
+    assert fallback["from"] == "vendor_card" and fallback["to"] == "sms"
+    assert fallback["reason"].startswith("dlr_failed") and fallback["provider"] == "huawei"
+    assert [s.route for s in carrier.submitted] == ["sms"]
+
+
+async def test_rich_only_send_fails_when_its_route_refuses(gw: Gateway) -> None:
+    """A send that allows only vendor cards has no SMS to fall back to: the vendor's refusal
+    fails it, with no fallback event."""
+    vendor = _vendor(gw)
+    vendor.capable.add(NUMBER)
+    vendor.reject[NUMBER] = PermanentProviderError("not_capable")
+    await _approve(gw)
+    message_id = await gw.send(route=["vendor_card"])
+    await _drain(gw)
+    msg = await gw.message(message_id)
+    assert (msg["status"], msg["reason"]) == ("failed", "not_capable")
+    assert "fallback" not in [e["type"] for e in msg["events"]]
+    assert not gw.providers["cmcc"].submitted
