@@ -70,7 +70,10 @@ class FakeProvider:
 
     def parse_inbound(self, body: bytes) -> list[InboundMessage]:
         data = json.loads(body)
-        return [InboundMessage(m["from"], m["text"]) for m in data["messages"]]
+        return [
+            InboundMessage(m["from"], m["text"], provider_ref=m.get("mo_id"))
+            for m in data["messages"]
+        ]
 
     async def close(self) -> None:
         pass

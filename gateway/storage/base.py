@@ -192,7 +192,18 @@ class Store(Protocol):
         """(message_id, tenant_id) of the newest message to ``phone``, any tenant."""
         ...
 
-    async def record_reply(self, message_id: str, at: float, data: dict[str, Any]) -> None: ...
+    async def record_reply(
+        self,
+        message_id: str,
+        at: float,
+        data: dict[str, Any],
+        *,
+        provider: str,
+        provider_ref: str | None,
+    ) -> bool:
+        """A ``replied`` event; False (and nothing recorded) if this provider's reply
+        ``provider_ref`` was recorded before (providers deliver callbacks at least once)."""
+        ...
 
     async def record_clicks(self, clicks: Sequence[tuple[LinkRecord, float, str | None]]) -> None:
         """``clicked`` events; each recipient's ``last_clicked_at`` and route where stored."""

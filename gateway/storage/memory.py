@@ -193,8 +193,21 @@ class MemoryStore:
         latest = max(found, key=lambda m: (m.new.category == "marketing", m.new.created_at))
         return latest.new.id, latest.new.tenant_id
 
-    async def record_reply(self, message_id: str, at: float, data: dict[str, Any]) -> None:
+    async def record_reply(
+        self,
+        message_id: str,
+        at: float,
+        data: dict[str, Any],
+        *,
+        provider: str,
+        provider_ref: str | None,
+    ) -> bool:
+        if provider_ref is not None:
+            if (provider, provider_ref, "mo") in self.reports_seen:
+                return False
+            self.reports_seen.add((provider, provider_ref, "mo"))
         self._event(message_id, "replied", at, **data)
+        return True
 
     async def record_clicks(self, clicks: Sequence[tuple[LinkRecord, float, str | None]]) -> None:
         for link, at, user_agent in clicks:

@@ -415,8 +415,28 @@ class SqliteStore:
                     best = key
         return (best[2], best[3]) if best else None
 
-    async def record_reply(self, message_id: str, at: float, data: dict[str, Any]) -> None:
-        await self.writer.run(lambda conn: _event(conn, message_id, "replied", at, **data))
+    async def record_reply(
+        self,
+        message_id: str,
+        at: float,
+        data: dict[str, Any],
+        *,
+        provider: str,
+        provider_ref: str | None,
+    ) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            if provider_ref is not None:  # seen before: the same reply delivered again
+                seen = conn.execute(
+                    "INSERT OR IGNORE INTO report_seen (provider, provider_ref, status)"
+                    " VALUES (?, ?, 'mo')",
+                    (provider, provider_ref),
+                )
+                if seen.rowcount == 0:
+                    return False
+            _event(conn, message_id, "replied", at, **data)
+            return True
+
+        return await self.writer.run(job)
 
     async def record_clicks(self, clicks: Sequence[tuple[LinkRecord, float, str | None]]) -> None:
         """Clicks, a batch at a time: ``clicked`` events, and each recipient's last click

@@ -96,7 +96,8 @@ async def receive_replies(
     signature: str | None,
 ) -> int:
     """Replies from phones: opt-out words opt the number out of the marketing of the tenant
-    that last wrote to it; every reply is a ``replied`` event on that message."""
+    that last wrote to it; every reply is a ``replied`` event on that message, once (a reply
+    delivered again under the provider's same reference is not counted or recorded again)."""
     provider = provider_for(providers, name)
     if not provider.verify(body, signature):
         raise Unauthenticated("bad or missing X-Signature")
@@ -119,8 +120,13 @@ async def receive_replies(
         opt_out = is_opt_out(mo.text)
         if opt_out and audience is not None:
             await audience.opt_out(tenant_id, phone, f"reply:{name}", now)
-        await store.record_reply(
-            message_id, now, {"text": mo.text[:500], "opt_out": opt_out, "provider": name}
+        # opted out first (doing it twice changes nothing), then the reply, once
+        fresh = await store.record_reply(
+            message_id,
+            now,
+            {"text": mo.text[:500], "opt_out": opt_out, "provider": name},
+            provider=name,
+            provider_ref=mo.provider_ref,
         )
-        matched += 1
+        matched += fresh
     return matched

@@ -39,6 +39,27 @@ async def test_every_opt_out_spelling(gw: Gateway, word: str) -> None:
     assert await _opted_out(gw, "bank_b") == set()  # only the tenant that wrote to it
 
 
+async def test_a_reply_delivered_twice_is_recorded_once(gw: Gateway) -> None:
+    """Providers deliver callbacks at least once: the same reply (the provider's same
+    ``mo_id``) again counts nothing and records nothing; another reply is recorded."""
+    message_id = await gw.send()
+
+    async def post(mo_id: str) -> dict[str, int]:
+        body = json.dumps(
+            {"messages": [{"mo_id": mo_id, "from": "+8613812345678", "text": "好的"}]}
+        ).encode()
+        headers = {"X-Signature": signing.sign(SECRET, body)}
+        resp = await gw.client.post("/callbacks/cmcc/mo", data=body, headers=headers)
+        assert resp.status == 200
+        return await resp.json()
+
+    assert (await post("m1"))["matched"] == 1
+    assert (await post("m1"))["matched"] == 0
+    assert (await post("m2"))["matched"] == 1
+    events = (await gw.message(message_id))["events"]
+    assert [e["type"] for e in events].count("replied") == 2
+
+
 async def test_other_replies_are_events(gw: Gateway) -> None:
     """A reply that is no opt-out is a replied event on the last message, nothing more."""
     message_id = await gw.send()
