@@ -46,7 +46,7 @@ async def import_recipients(request: web.Request) -> web.Response:
             f"send application/x-ndjson or text/csv, not {request.content_type or 'nothing'}"
         )
     result = await _audience(request).import_lines(
-        request[PRINCIPAL].tenant_id, lines_of(request.content), kind
+        request[PRINCIPAL].tenant_id, lines_of(request.content), kind, request.charset
     )
     return respond(result.as_dict())
 

@@ -122,8 +122,53 @@ def _cell(text: str) -> Any:
     return t
 
 
+# What a CSV's bytes may be: declared by the client (``charset``), UTF-8 (with or without
+# the BOM Excel writes), or GBK/GB18030 (Excel on Chinese Windows, GB18030 being its
+# superset). Undeclared, the first line that is not plain ASCII decides for the file.
+CHARSETS = {
+    "utf-8": "utf-8",
+    "utf8": "utf-8",
+    "gbk": "gb18030",
+    "gb2312": "gb18030",
+    "gb18030": "gb18030",
+    "cp936": "gb18030",
+}
+
+
+def charset_of(declared: str | None) -> str:
+    """The codec for a declared ``charset`` (``auto`` when none or unknown)."""
+    return CHARSETS.get((declared or "").strip().lower(), "auto")
+
+
+def _cjk(text: str) -> int:
+    return sum("\u4e00" <= c <= "\u9fff" for c in text)
+
+
 def _decode(raw: bytes, encoding: list[str]) -> str:
-    """UTF-8 (a BOM is dropped), or GBK/GB18030 as Excel writes it on Chinese Windows."""
+    """One line's text; ``encoding[0]`` is ``utf-8``, ``gb18030`` or ``auto`` (undecided).
+
+    Some GBK text is valid UTF-8 too (``太原`` in GBK reads as two combining marks in
+    UTF-8), so an undecided line that decodes both ways is read the way that gives more
+    Chinese characters, and that way holds for the rest of the file.
+    """
+    if encoding[0] == "auto":
+        if raw.isascii():
+            return raw.decode("ascii")
+        try:
+            as_utf8: str | None = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            as_utf8 = None
+        try:
+            as_gb: str | None = raw.decode("gb18030")
+        except UnicodeDecodeError:
+            as_gb = None
+        if as_utf8 is not None and (as_gb is None or _cjk(as_utf8) >= _cjk(as_gb)):
+            encoding[0] = "utf-8"
+            return as_utf8
+        encoding[0] = "gb18030"
+        if as_gb is None:
+            raise ValueError("neither UTF-8 nor GBK text")
+        return as_gb
     if encoding[0] == "utf-8":
         try:
             return raw.decode("utf-8")
@@ -163,13 +208,15 @@ class Audience:
         return {"phone": r.phone, "tags": r.tags, "attrs": r.attrs, "timezone": r.timezone}
 
     async def import_lines(
-        self, tenant_id: str, lines: AsyncIterator[bytes], kind: str
+        self, tenant_id: str, lines: AsyncIterator[bytes], kind: str, charset: str | None = None
     ) -> ImportResult:
-        """Upserts every good line in batches; never holds more than one batch in memory."""
+        """Upserts every good line in batches; never holds more than one batch in memory.
+
+        ``charset`` is what the client declared (CSV only; NDJSON is UTF-8)."""
         result = ImportResult()
         batch: list[Recipient] = []
         flushing: asyncio.Task[None] | None = None  # one batch is written while the next parses
-        encoding = ["utf-8"]
+        encoding = [charset_of(charset)]
         header: list[str] | None = None
         number = 0
         record: list[str] = []  # a CSV record whose quoted cell spans lines, as Excel writes
@@ -178,6 +225,7 @@ class Audience:
             number += 1
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
+                encoding[0] = "utf-8"
             if not raw.strip() and not record:
                 continue
             try:

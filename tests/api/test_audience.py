@@ -119,6 +119,19 @@ async def test_csv_import_gbk(gw: Gateway) -> None:
     assert got["attrs"] == {"城市": "太原"}
 
 
+@pytest.mark.parametrize("media", ["text/csv", "text/csv; charset=gbk", "text/csv; charset=GB2312"])
+async def test_csv_import_gbk_that_is_also_valid_utf8(gw: Gateway, media: str) -> None:
+    """``太原`` in GBK is valid UTF-8 too (two combining marks): declared or not, it is read
+    as the Chinese it is, and so is the rest of the file."""
+    csv_text = "phone,city\r\n13900000061,太原\r\n13900000062,大同\r\n"
+    assert "太原".encode("gbk").decode("utf-8") != "太原"  # the trap: it decodes, wrongly
+    status, out = await _import(gw, csv_text.encode("gbk"), media)
+    assert status == 200 and out["created"] == 2
+    for phone, city in (("13900000061", "太原"), ("13900000062", "大同")):
+        got = await (await gw.client.get(f"/v1/recipients/{phone}", headers=gw.auth())).json()
+        assert got["attrs"] == {"city": city}
+
+
 async def test_import_refuses_other_media_and_csv_without_phone(gw: Gateway) -> None:
     """Only NDJSON and CSV are taken, and a CSV needs a phone column."""
     status, _ = await _import(gw, b"x", "application/json")
