@@ -8,6 +8,7 @@ from gateway.api.bodies import json_body, parse, path_id
 from gateway.api.endpoints import READ, WRITE, Endpoint
 from gateway.api.json import respond
 from gateway.api.middlewares import PRINCIPAL
+from gateway.domain.phones import mask
 from gateway.errors import Unavailable, UnsupportedMediaType
 from gateway.keys import SERVICES
 from gateway.usecases.audience import Audience, RecipientIn, TenantSettings, lines_of
@@ -29,11 +30,11 @@ async def put_recipient(request: web.Request) -> web.Response:
 
 
 async def get_recipient(request: web.Request) -> web.Response:
-    return respond(
-        await _audience(request).get_recipient(
-            request[PRINCIPAL].tenant_id, request.match_info["phone"]
-        )
-    )
+    principal = request[PRINCIPAL]
+    out = await _audience(request).get_recipient(principal.tenant_id, request.match_info["phone"])
+    if principal.role != "campaign":  # numbers are masked for every other role, as in the logs
+        out["phone"] = mask(out["phone"])
+    return respond(out)
 
 
 async def import_recipients(request: web.Request) -> web.Response:

@@ -87,12 +87,32 @@ def _item(row: tuple[Any, ...], masked: bool) -> dict[str, Any]:
     return item
 
 
+
+def wants_csv(accept: str) -> bool:
+    """Whether ``Accept`` prefers CSV to JSON (its q-values weighed; JSON wins a tie)."""
+    best: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        media = media.lower()
+        best[media] = max(best.get(media, 0.0), q)
+    csv = best.get("text/csv", 0.0)
+    json = max(best.get("application/json", 0.0), best.get("*/*", 0.0) * 0.99)
+    return csv > 0 and csv > json
+
 async def logs(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     principal = request[PRINCIPAL]
     where, cursor, limit = parse_query(request.query)
     masked = principal.role != "campaign"
-    if "text/csv" in request.headers.get("Accept", ""):
+    if wants_csv(request.headers.get("Accept", "")):
         return await _csv(request, principal.tenant_id, where, cursor, limit, masked)
     page = limit or 100
     rows = await services.store.list_messages(principal.tenant_id, where, cursor, page + 1)

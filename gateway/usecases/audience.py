@@ -68,7 +68,7 @@ class QuietHours(BaseModel):
 class FrequencyCap(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max: int = Field(ge=1, le=1000)
-    per_hours: float = Field(gt=0, le=24 * 90)
+    per_hours: int | float = Field(gt=0, le=24 * 90)  # 24 stays 24, 1.5 stays 1.5
 
 
 class TenantSettings(BaseModel):

@@ -208,3 +208,23 @@ async def test_csv_quoted_cells_may_span_lines(gw: Gateway) -> None:
     assert status == 200 and out["created"] == 2 and out["rejected"] == []
     got = await (await gw.client.get("/v1/recipients/13800000031", headers=gw.auth())).json()
     assert got["attrs"]["address"] == "太原市\n迎泽大街 1 号"
+
+
+async def test_ops_sees_recipients_numbers_masked(gw: Gateway) -> None:
+    """As in the logs: only the campaign role sees whole numbers."""
+    await _put(gw, "13812345678", {"tags": ["x"]})
+    ops = await (await gw.client.get("/v1/recipients/13812345678", headers=gw.auth(role="ops"))).json()
+    assert ops["phone"] == "+86138****5678" and ops["tags"] == ["x"]
+    own = await (await gw.client.get("/v1/recipients/13812345678", headers=gw.auth())).json()
+    assert own["phone"] == "+8613812345678"
+
+
+async def test_frequency_cap_hours_keep_their_type(gw: Gateway) -> None:
+    """24 stays 24 (not 24.0); a fraction of an hour stays one."""
+    for hours in (24, 1.5):
+        body = {"frequency_cap": {"max": 2, "per_hours": hours}}
+        resp = await gw.client.put("/v1/settings", json=body, headers=gw.auth())
+        assert resp.status == 200
+        got = await (await gw.client.get("/v1/settings", headers=gw.auth())).json()
+        assert got["frequency_cap"]["per_hours"] == hours
+        assert type(got["frequency_cap"]["per_hours"]) is type(hours)
