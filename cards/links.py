@@ -66,10 +66,16 @@ class PreviewLinks:
 
 
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
+# The common shape, which the full check below accepts too: http(s), a plain host name or
+# address, an optional port, then no whitespace or control characters. Anything else is
+# checked the long way (``urlsplit`` costs ~3 µs a URL, on every send with a link).
+_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.\-]+(?::[0-9]{1,5})?(?:[/?#][^\x00-\x20\x7f]*)?")
 
 
 def check_url(url: str, loc: str) -> None:
     """A rendered destination: http(s), a host, no whitespace or control characters."""
+    if _PLAIN_URL.fullmatch(url):
+        return
     from urllib.parse import urlsplit
 
     from cards.compiled import RenderError

@@ -145,44 +145,67 @@ def check(source: str) -> Checked:
 
 
 class SimpleField:
-    """A field that is only literal text and bare ``{{ name }}`` substitutions.
+    """A field that is only literal text, bare ``{{ name }}`` substitutions and defaults
+    written ``{{ name or 'text' }}`` (or a number).
 
     Most card fields look like this; rendering them needs no Jinja context at
     all (which costs more than the rendering), and with no attribute access,
-    filters or calls there is nothing for the sandbox to guard.
+    filters or calls there is nothing for the sandbox to guard. The output is what
+    Jinja gives for the same source (a unit test holds the two equal).
     """
 
     __slots__ = ("parts",)
 
-    def __init__(self, parts: list[tuple[bool, str]]) -> None:
-        self.parts = parts  # (is_variable, literal text or variable name)
+    def __init__(self, parts: list[tuple[int, str, str]]) -> None:
+        # (LITERAL, text, "") | (NAME, name, "") | (NAME_OR, name, the default as text)
+        self.parts = parts
 
     def render(self, context: Mapping[str, Any]) -> str:
         out = []
-        for is_var, text in self.parts:
-            if not is_var:
+        for kind, text, default in self.parts:
+            if kind == LITERAL:
                 out.append(text)
                 continue
             try:
                 value = context[text]
             except KeyError:
                 raise UndefinedError(f"{text!r} is undefined") from None
-            out.append(value if isinstance(value, str) else str(value))
+            if kind == NAME_OR and not value:
+                out.append(default)
+            else:
+                out.append(value if isinstance(value, str) else str(value))
         return "".join(out)
 
 
-def _simple_parts(tree: nodes.Template) -> list[tuple[bool, str]] | None:
-    parts: list[tuple[bool, str]] = []
+LITERAL, NAME, NAME_OR = 0, 1, 2
+
+
+def _simple_part(item: nodes.Node) -> tuple[int, str, str] | None:
+    if isinstance(item, nodes.TemplateData):
+        return (LITERAL, item.data, "")
+    if isinstance(item, nodes.Name) and item.ctx == "load":
+        return (NAME, item.name, "")
+    if (
+        isinstance(item, nodes.Or)
+        and isinstance(item.left, nodes.Name)
+        and item.left.ctx == "load"
+        and isinstance(item.right, nodes.Const)
+        and type(item.right.value) in (str, int, float)
+    ):
+        return (NAME_OR, item.left.name, str(item.right.value))
+    return None
+
+
+def _simple_parts(tree: nodes.Template) -> list[tuple[int, str, str]] | None:
+    parts: list[tuple[int, str, str]] = []
     for node in tree.body:
         if not isinstance(node, nodes.Output):
             return None
         for item in node.nodes:
-            if isinstance(item, nodes.TemplateData):
-                parts.append((False, item.data))
-            elif isinstance(item, nodes.Name) and item.ctx == "load":
-                parts.append((True, item.name))
-            else:
+            part = _simple_part(item)
+            if part is None:
                 return None
+            parts.append(part)
     return parts
 
 

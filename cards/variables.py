@@ -12,6 +12,11 @@ from cards.models import VariableSpec
 
 VariableErrors = list[tuple[str, str]]
 
+_INTEGER = re.compile(r"-?\d{1,18}")
+# A decimal already in the form ``format(Decimal(text), "f")`` gives back, within the bounds
+# below (at most 30 digits, a scale of at most 12): answered as it is, without Decimal.
+_PLAIN_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]{1,12})?")
+
 
 def _as_text(value: Any) -> str | None:
     if isinstance(value, bool):
@@ -30,14 +35,17 @@ def coerce(name: str, spec: VariableSpec, value: Any) -> Any:
             raise ValueError("must be an integer")
         if isinstance(value, int):
             return value
-        if isinstance(value, str) and re.fullmatch(r"-?\d{1,18}", value.strip()):
+        if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
             return int(value)
         raise ValueError("must be an integer")
     if spec.type == "decimal":
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ValueError("must be a decimal number")
+        literal = str(value).strip()
+        if _PLAIN_DECIMAL.fullmatch(literal):
+            return literal
         try:
-            number = Decimal(str(value).strip())
+            number = Decimal(literal)
         except InvalidOperation:
             raise ValueError("must be a decimal number") from None
         if not number.is_finite():

@@ -119,3 +119,44 @@ def test_required_and_optional_variables() -> None:
     }
     context, errors = check_variables(specs, {})
     assert errors == [("a", "is required")] and context["b"] == ""
+
+
+_SIMPLE_SOURCES = [
+    "尾号{{ last4 }}信用卡",
+    "{{ minutes or 5 }}分钟内有效",
+    "{{ balance or '—' }}",
+    "{{ a }}/{{ b or 1.5 }}/{{ a or 'x' }}",
+]
+_VALUES: list[Any] = ["", "0", "张三", 0, 7, 1.5, True, False, None, [], ["a"], {}, {"k": 1}]
+
+
+@pytest.mark.parametrize("source", _SIMPLE_SOURCES)
+def test_simple_fields_render_as_jinja_does(source: str) -> None:
+    """Fields rendered without Jinja (names and `name or default`) give Jinja's output exactly."""
+    from cards.sandbox import ENV, SimpleField, compile_field
+
+    field = compile_field(source)
+    assert isinstance(field, SimpleField)
+    jinja = ENV.from_string(source)
+    for value in _VALUES:
+        context = {"last4": value, "minutes": value, "balance": value, "a": value, "b": value}
+        assert field.render(context) == jinja.render(context), (source, value)
+
+
+def test_simple_field_with_an_undefined_name_fails_as_jinja_does() -> None:
+    """A name missing from the context is an undefined error, with or without a default."""
+    from jinja2 import UndefinedError
+
+    from cards.sandbox import compile_field
+
+    for source in ("{{ gone }}", "{{ gone or 5 }}"):
+        with pytest.raises(UndefinedError):
+            compile_field(source).render({})
+
+
+@pytest.mark.parametrize("source", ["{{ a or b }}", "{{ a or none }}", "{{ a | upper }}"])
+def test_other_expressions_render_with_jinja(source: str) -> None:
+    """Anything beyond names and constant defaults is left to the sandboxed Jinja template."""
+    from cards.sandbox import SimpleField, compile_field
+
+    assert not isinstance(compile_field(source), SimpleField)
