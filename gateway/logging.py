@@ -53,6 +53,7 @@ def configure_logging(
             add_request_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,  # the traceback as one string, masked too
             mask_processor,
             renderer,
         ],

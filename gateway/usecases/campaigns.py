@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from gateway.clock import Clock, to_rfc3339
 from gateway.domain.phones import InvalidNumber, mask, to_e164
@@ -17,6 +17,7 @@ from gateway.ids import new_id
 from gateway.storage.audience import CampaignRow, SqliteAudience
 from gateway.usecases.audience import FrequencyCap
 from gateway.usecases.catalog import Catalog, invalid_from_pydantic
+from gateway.usecases.fields import MAX_SCHEDULE_S, Rfc3339
 
 
 class AudienceSpec(BaseModel):
@@ -65,8 +66,8 @@ class CampaignIn(BaseModel):
     variants: list[VariantSpec] = Field(min_length=1, max_length=10)
     variables: dict[str, Any] = Field(default_factory=dict)
     window: WindowSpec | None = None
-    start_at: AwareDatetime | None = None
-    ttl_seconds: int = Field(default=172_800, ge=60, le=30 * 86400)
+    start_at: Rfc3339 | None = None
+    ttl_seconds: StrictInt = Field(default=172_800, ge=60, le=30 * 86400)
     frequency_cap: FrequencyCap | None = None
 
 
@@ -129,6 +130,8 @@ class Campaigns:
                 "; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in problems), problems
             )
         now = self._clock.now()
+        if spec.start_at is not None and spec.start_at.timestamp() > now + MAX_SCHEDULE_S:
+            raise InvalidInput.field(["start_at"], "must be at most 366 days from now")
         start_at = max(now, spec.start_at.timestamp()) if spec.start_at else now
         campaign_id = new_id(int(now * 1000))
         state = "scheduled" if start_at > now else "running"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from cards.compiled import RenderError
 from cards.links import MessageLinks
@@ -22,6 +22,7 @@ from gateway.errors import Conflict, FieldError, InvalidInput
 from gateway.ids import new_id
 from gateway.storage.base import AcceptResult, IdempotencyConflict, Store
 from gateway.usecases.catalog import Catalog, LoadedTemplate, variable_errors
+from gateway.usecases.fields import MAX_SCHEDULE_S, Rfc3339
 from gateway.usecases.tenants import Principal
 
 
@@ -30,12 +31,12 @@ class SendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    to: str = Field(min_length=1, max_length=40, examples=["13812345678"])
-    template_id: str = Field(min_length=1, max_length=64)
+    to: StrictStr = Field(min_length=1, max_length=40, examples=["13812345678"])
+    template_id: StrictStr = Field(min_length=1, max_length=64)
     variables: dict[str, Any] = Field(default_factory=dict)
-    send_at: AwareDatetime | None = None
-    ttl_seconds: int = Field(default=86400, ge=1, le=30 * 86400)
-    client_ref: str | None = Field(default=None, max_length=128)
+    send_at: Rfc3339 | None = None
+    ttl_seconds: StrictInt = Field(default=86400, ge=1, le=30 * 86400)
+    client_ref: StrictStr | None = Field(default=None, max_length=128)
     route: RouteKind | list[RouteKind] | None = Field(
         default=None, description="one route kind, or a preference list"
     )
@@ -98,6 +99,8 @@ class Sender:
         brand_info = brand.model_dump(mode="json") if brand else {"name": "", "signature": ""}
 
         now = self._clock.now()
+        if req.send_at is not None and req.send_at.timestamp() > now + MAX_SCHEDULE_S:
+            raise InvalidInput.field(["send_at"], "must be at most 366 days from now")
         due_at = max(now, req.send_at.timestamp()) if req.send_at else now
         status, reason, rendered, links = render_for_send(loaded, brand_info, context, self._links)
 

@@ -54,7 +54,8 @@ class Authenticator:
         self._cache: dict[str, tuple[Principal | None, float]] = {}
 
     async def authenticate(self, authorization: str | None) -> Principal:
-        if not authorization or not authorization.startswith("Bearer "):
+        # the scheme's name is case-insensitive (RFC 9110 §11.1)
+        if not authorization or authorization[:7].lower() != "bearer ":
             raise Unauthenticated("send Authorization: Bearer <api key>")
         now = time.monotonic()
         hit = self._cache.get(authorization)  # by the header itself: no hashing on a hit

@@ -29,6 +29,14 @@ async def test_wrong_key_is_401(gw: Gateway) -> None:
         assert resp.status == 401, header
 
 
+async def test_the_scheme_name_is_case_insensitive(gw: Gateway) -> None:
+    """``bearer`` and ``BEARER`` name the same scheme as ``Bearer`` (RFC 9110)."""
+    key = gw.keys["bank_a"]["campaign_key"]
+    for scheme in ("bearer", "BEARER"):
+        resp = await gw.client.get("/v1/templates", headers={"Authorization": f"{scheme} {key}"})
+        assert resp.status == 200, scheme
+
+
 async def test_ops_key_cannot_send(gw: Gateway) -> None:
     """The right key with the wrong role answers 403 and sends nothing."""
     resp = await gw.client.post(

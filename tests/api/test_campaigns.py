@@ -300,6 +300,9 @@ async def test_campaign_validation(gw: Gateway) -> None:
         ({"window": {"start": "09:00", "end": "20:00", "days": ["monday"]}}, ["window", "days", 0]),
         ({"frequency_cap": {"max": 0, "per_hours": 24}}, ["frequency_cap", "max"]),
         ({"surprise": True}, ["surprise"]),
+        ({"start_at": 1795000000}, ["start_at"]),
+        ({"start_at": "9999-12-31T23:59:59+08:00"}, ["start_at"]),
+        ({"ttl_seconds": "3600"}, ["ttl_seconds"]),
     ]
     base = {
         "name": "x",

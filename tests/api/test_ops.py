@@ -102,3 +102,22 @@ async def test_request_lines_carry_the_request_id(gw: Gateway) -> None:
     assert requests["/healthz"]["request_id"] == "req-one"
     assert requests["/v1/messages/nope"]["request_id"] == "req-two"
     assert requests["/v1/messages/nope"]["status"] == 404
+
+
+def test_logged_errors_carry_their_traceback_masked() -> None:
+    """An exception logged carries its traceback as text, with numbers in it masked."""
+    from gateway.logging import get_logger
+
+    stream = io.StringIO()
+    configure_logging("info", json=True, stream=stream, cache=False)
+    try:
+        try:
+            raise ValueError("refused +8613812345678")
+        except ValueError:
+            get_logger("test").exception("unhandled_error")
+    finally:
+        configure_logging("warning", json=True, cache=False)
+    (line,) = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert "Traceback (most recent call last)" in line["exception"]
+    assert "ValueError: refused +86138****5678" in line["exception"]
+    assert "13812345678" not in stream.getvalue()

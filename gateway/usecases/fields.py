@@ -1,0 +1,22 @@
+"""Field types shared by request bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BeforeValidator
+
+# How far ahead a send or a campaign may be scheduled: a year, with a day to spare.
+MAX_SCHEDULE_S = 366 * 86400
+
+
+def _text_only(value: Any) -> Any:
+    """Times come as RFC 3339 text; a bare number (pydantic would read epoch seconds) is
+    refused rather than guessed at."""
+    if isinstance(value, str | datetime):
+        return value
+    raise ValueError("must be an RFC 3339 time with an offset, as a string")
+
+
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_text_only)]
