@@ -109,8 +109,14 @@ def _walk_forbidden(tree: nodes.Template) -> Iterable[str]:
         if isinstance(node, nodes.Mul | nodes.Pow | nodes.FloorDiv):
             yield "multiplication and powers are not allowed (they can build huge strings)"
         elif isinstance(node, nodes.Getattr):
-            if node.attr.startswith("_"):
-                yield f"attribute {node.attr!r} is not allowed"
+            # Variables are plain values: an attribute could only be a method of str or int
+            # (whose repr leaks addresses). Only a loop's own counters may be read.
+            if not (
+                isinstance(node.node, nodes.Name)
+                and node.node.name == "loop"
+                and node.attr in LOOP_ATTRIBUTES
+            ):
+                yield f"attribute {node.attr!r} is not allowed (variables are plain values)"
         elif isinstance(node, nodes.Getitem):
             arg = node.arg
             if not (isinstance(arg, nodes.Const) and isinstance(arg.value, int | str)):
@@ -132,13 +138,29 @@ def _walk_forbidden(tree: nodes.Template) -> Iterable[str]:
             yield f"{type(node).__name__.lower()} is not allowed in templates"
 
 
+LOOP_ATTRIBUTES = frozenset(
+    {"index", "index0", "revindex", "revindex0", "first", "last", "length", "previtem", "nextitem"}
+)
+MAX_LOOPS = 3  # ``for`` loops a field may have; never one inside another
+
+
+def _loop_problems(tree: nodes.Template) -> Iterable[str]:
+    """Loops cost their iterable's length in time; nested, they multiply (six levels over a
+    20-character name took seconds of the event loop), so a field gets a few, side by side."""
+    loops = list(tree.find_all(nodes.For))
+    if len(loops) > MAX_LOOPS:
+        yield f"at most {MAX_LOOPS} for loops a field"
+    if any(True for outer in loops for _ in outer.find_all(nodes.For)):
+        yield "for loops may not be nested"
+
+
 def check(source: str) -> Checked:
     """Parses one field; answers the variable names it uses, or raises ``TemplateError``."""
     try:
         tree = ENV.parse(source)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error on line {exc.lineno}: {exc.message}") from None
-    problems = list(dict.fromkeys(_walk_forbidden(tree)))
+    problems = list(dict.fromkeys([*_walk_forbidden(tree), *_loop_problems(tree)]))
     if problems:
         raise TemplateError("; ".join(problems))
     return Checked(source, frozenset(meta.find_undeclared_variables(tree)))

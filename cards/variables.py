@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from cards.models import VariableSpec
+from cards.sandbox import MAX_FIELD
 
 VariableErrors = list[tuple[str, str]]
 
@@ -72,6 +73,8 @@ def coerce(name: str, spec: VariableSpec, value: Any) -> Any:
     text = _as_text(value)
     if text is None:
         raise ValueError("must be a string")
+    if len(text) > MAX_FIELD:  # it could never be shown; and a loop over it is bounded
+        raise ValueError(f"must be at most {MAX_FIELD} characters")
     if spec.type == "enum":
         assert spec.choices is not None
         if text not in spec.choices:

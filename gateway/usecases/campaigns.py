@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from gateway.clock import Clock, to_rfc3339
+from gateway.domain.messages import Status
 from gateway.domain.phones import InvalidNumber, mask, to_e164
 from gateway.domain.segments import RuleError, parse_rule
 from gateway.domain.windows import parse_hhmm
@@ -173,7 +174,8 @@ class Campaigns:
             "state": row.state,
             "targeted": row.targeted,
             "fan_out_complete": row.fanned_out,
-            "counts": await self._audience.status_counts(campaign_id),
+            # every status, zeros too: a client reads counts["suppressed"] without a guard
+            "counts": {s.value: 0 for s in Status} | await self._audience.status_counts(campaign_id),
             "start_at": to_rfc3339(row.start_at),
             "created_at": to_rfc3339(row.created_at),
             "audience": audience,
@@ -191,14 +193,15 @@ class Campaigns:
 
     async def transition(self, tenant_id: str, campaign_id: str, action: str) -> dict[str, Any]:
         row = await self.require(tenant_id, campaign_id)
+        now = self._clock.now()
+        # a campaign paused before its start resumes waiting for it
+        resumed = "scheduled" if row.start_at > now else "running"
         target, expect = {
             "pause": ("paused", ("scheduled", "running")),
-            "resume": ("running", ("paused",)),
+            "resume": (resumed, ("paused",)),
             "cancel": ("cancelled", ("scheduled", "running", "paused")),
         }[action]
-        if not await self._audience.set_campaign_state(
-            campaign_id, target, self._clock.now(), expect=expect
-        ):
+        if not await self._audience.set_campaign_state(campaign_id, target, now, expect=expect):
             current = (await self.require(tenant_id, campaign_id)).state
             raise Conflict(f"cannot {action} a {current} campaign")
         self.on_change()

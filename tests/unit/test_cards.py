@@ -27,6 +27,11 @@ SSTI_SOURCES = [
     "{{ 9 ** 999999 }}",
     "{{ name|format(1) }}",
     "{% for x in name %}{{ x.__class__ }}{% endfor %}",
+    "{{ name.format_map }}",
+    "{{ name.upper }}",
+    "{% for a in name %}{% for b in name %}{{ '' }}{% endfor %}{% endfor %}",
+    "{% for a in name %}{% endfor %}" * 4,
+    "{% for a in name %}{{ loop.__class__ }}{% endfor %}",
     "{{ name",
 ]
 
@@ -61,6 +66,22 @@ def test_injection_in_variables_renders_literally(value: str) -> None:
     assert card is not None and card["title"] == value.strip()
 
 
+def test_a_loop_may_read_its_counters() -> None:
+    """One loop, side by side with others, may number its items with ``loop.index``."""
+    compiled = CompiledTemplate.build(
+        _spec("{% for c in name %}{{ loop.index }}{{ c }}{% endfor %}")
+    )
+    card = compiled.render_card({"name": "ab"})
+    assert card is not None and card["title"] == "1a2b"
+
+
+def test_string_variables_are_bounded() -> None:
+    """No string variable may be longer than a field can ever be (a loop over it is bounded)."""
+    specs = {"name": VariableSpec.model_validate({"type": "string"})}
+    _, problems = check_variables(specs, {"name": "x" * 10_001})
+    assert problems and problems[0][0] == "name"
+
+
 def test_undeclared_variable_is_named() -> None:
     """A field using a variable the template does not declare is refused, naming both."""
     with pytest.raises(TemplateCheckFailed) as err:
@@ -71,7 +92,7 @@ def test_undeclared_variable_is_named() -> None:
 
 def test_render_error_is_a_render_error() -> None:
     """A failure while rendering is reported as RenderError with its field, not a crash."""
-    compiled = CompiledTemplate.build(_spec("{{ name.missing }}"))
+    compiled = CompiledTemplate.build(_spec("{{ name[5] }}"))
     with pytest.raises(RenderError) as err:
         compiled.render_card({"name": "x"})
     assert err.value.loc == ("card", "title")
