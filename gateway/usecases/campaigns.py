@@ -175,7 +175,7 @@ class Campaigns:
             "targeted": row.targeted,
             "fan_out_complete": row.fanned_out,
             # every status, zeros too: a client reads counts["suppressed"] without a guard
-            "counts": {s.value: 0 for s in Status} | await self._audience.status_counts(campaign_id),
+            "counts": _NO_COUNTS | await self._audience.status_counts(campaign_id),
             "start_at": to_rfc3339(row.start_at),
             "created_at": to_rfc3339(row.created_at),
             "audience": audience,
@@ -219,6 +219,9 @@ class Campaigns:
         ):
             funnel.add_event(template_id, route, provider, kind, total, unique)
         return {"campaign_id": row.campaign_id, "state": row.state, **funnel.result()}
+
+
+_NO_COUNTS = {s.value: 0 for s in Status}
 
 
 def _empty() -> dict[str, Any]:
