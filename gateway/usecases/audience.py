@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,16 +110,19 @@ def _phone(raw: Any) -> str:
     return to_e164(str(raw))
 
 
+_CSV_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,14})")
+_CSV_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+")
+
+
 def _cell(text: str) -> Any:
-    """A CSV cell as a typed value: integers and decimals become numbers."""
+    """A CSV cell as a typed value: plain integers and decimals become numbers; a leading
+    zero (a postcode, an account number) or more than 15 digits (more than a double holds
+    exactly) keeps the text as it is."""
     t = text.strip()
-    if t.lstrip("-").isdigit() and len(t) < 16 and not (t.startswith("0") and len(t) > 1):
+    if _CSV_INTEGER.fullmatch(t):
         return int(t)
-    try:
-        if any(c.isdigit() for c in t) and t.replace(".", "", 1).lstrip("-").isdigit():
-            return float(t)
-    except ValueError:
-        pass
+    if _CSV_DECIMAL.fullmatch(t) and sum(c.isdigit() for c in t) <= 15:
+        return float(t)
     return t
 
 

@@ -110,6 +110,21 @@ async def test_csv_import_utf8_bom_and_types(gw: Gateway) -> None:
     }
 
 
+async def test_csv_identifiers_keep_their_digits(gw: Gateway) -> None:
+    """A postcode's leading zero and an id longer than a double holds stay text; plain
+    numbers become numbers."""
+    csv_text = "phone,zip,id,balance,rate\n13800000013,001234,12345678901234567890,1000.50,-0.5\n"
+    status, out = await _import(gw, csv_text.encode(), "text/csv")
+    assert status == 200 and out["created"] == 1
+    got = await (await gw.client.get("/v1/recipients/13800000013", headers=gw.auth())).json()
+    assert got["attrs"] == {
+        "zip": "001234",
+        "id": "12345678901234567890",
+        "balance": 1000.5,
+        "rate": -0.5,
+    }
+
+
 async def test_csv_import_gbk(gw: Gateway) -> None:
     """Excel's CSV from a Chinese Windows is GBK: it is detected and read right."""
     csv_text = "phone,城市\r\n13800000021,太原\r\n"
