@@ -88,15 +88,18 @@ def coerce(name: str, spec: VariableSpec, value: Any) -> Any:
 
 
 def check_variables(
-    specs: Mapping[str, VariableSpec], values: Mapping[str, Any]
+    specs: Mapping[str, VariableSpec], values: Mapping[str, Any], *, only_declared: bool = False
 ) -> tuple[dict[str, Any], VariableErrors]:
     """Coerces every declared variable; answers the context and one error per bad variable.
 
     Values for undeclared names pass through untouched (campaign variables and
-    recipient attributes may carry more than a template uses).
+    recipient attributes may carry more than a template uses), unless ``only_declared``:
+    a single send names exactly its template's variables, so a typo cannot go unseen.
     """
     context: dict[str, Any] = dict(values)
     errors: VariableErrors = []
+    if only_declared:
+        errors = [(n, "is not a variable of this template") for n in values if n not in specs]
     for name, spec in specs.items():
         value = values.get(name)
         if value is None:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
+from cards.variables import check_variables
 from gateway.clock import Clock, to_rfc3339
 from gateway.domain.messages import Status
 from gateway.domain.phones import InvalidNumber, mask, to_e164
@@ -123,9 +124,19 @@ class Campaigns:
                 except InvalidNumber as exc:
                     problems.append(FieldError(("audience", "recipients", i), str(exc)))
             stored_audience = {"recipients": sorted(phones)}
+        seen_variables: set[str] = set()
         for i, v in enumerate(spec.variants):
-            if await self._catalog.template(tenant_id, v.template_id) is None:
+            loaded = await self._catalog.template(tenant_id, v.template_id)
+            if loaded is None:
                 problems.append(FieldError(("variants", i, "template_id"), "no such template"))
+                continue
+            # What the campaign gives must suit every variant that declares it (what it
+            # leaves out may still come from each recipient's attributes).
+            given = {n: s for n, s in loaded.spec.variables.items() if n in spec.variables}
+            for name, msg in check_variables(given, spec.variables)[1]:
+                if name not in seen_variables:
+                    seen_variables.add(name)
+                    problems.append(FieldError(("variables", name), msg))
         if problems:
             raise InvalidInput(
                 "; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in problems), problems

@@ -42,7 +42,7 @@ async def preview(
     if loaded is None:
         raise NotFound(f"no template {template_id!r}")
     spec = loaded.spec
-    context, problems = check_variables(spec.variables, req.variables)
+    context, problems = check_variables(spec.variables, req.variables, only_declared=True)
     if problems:
         raise variable_errors(problems)
     brand = await catalog.brand(tenant_id, spec.brand_id)

@@ -92,7 +92,7 @@ class Sender:
         if loaded is None:
             raise InvalidInput.field(["template_id"], f"no template {req.template_id!r}")
         spec = loaded.spec
-        context, problems = check_variables(spec.variables, req.variables)
+        context, problems = check_variables(spec.variables, req.variables, only_declared=True)
         if problems:
             raise variable_errors(problems)
         brand = await self._catalog.brand(tenant, spec.brand_id)

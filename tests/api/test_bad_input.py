@@ -65,6 +65,7 @@ async def test_body_must_be_an_object(gw: Gateway) -> None:
         ({"variables": {"name": "张三"}}, ["variables", "amount"]),
         ({"variables": {"name": "张三", "amount": "lots"}}, ["variables", "amount"]),
         ({"variables": {"name": "张" * 21, "amount": 1}}, ["variables", "name"]),
+        ({"variables": {"name": "张三", "amount": 1, "amonut": 2}}, ["variables", "amonut"]),
     ],
 )
 async def test_field_errors(gw: Gateway, change: dict[str, Any], loc: list[Any]) -> None:

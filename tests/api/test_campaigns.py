@@ -310,6 +310,8 @@ async def test_campaign_validation(gw: Gateway) -> None:
         ({"start_at": 1795000000}, ["start_at"]),
         ({"start_at": "9999-12-31T23:59:59+08:00"}, ["start_at"]),
         ({"ttl_seconds": "3600"}, ["ttl_seconds"]),
+        ({"variables": {"amount": "abc"}}, ["variables", "amount"]),
+        ({"variables": {"name": "张" * 21}}, ["variables", "name"]),
     ]
     base = {
         "name": "x",
