@@ -58,6 +58,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except GatewayError as exc:
         response = from_gateway_error(exc)
+    except ConnectionResetError:
+        # The client hung up mid-answer (a CSV download cut short): nothing more can reach
+        # it, and it is not the server's error. 499, as nginx counts a request so ended.
+        response = web.Response(status=499)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Awaitable, Callable
 
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
 from gateway.errors import RetryableProviderError
+from gateway.keys import SERVICES
 from gateway.logging import configure_logging
+from gateway.settings import Settings
+from gateway.storage.memory import MemoryStore
 from tests.conftest import Gateway, GatewayFactory
 
 
@@ -121,3 +129,19 @@ def test_logged_errors_carry_their_traceback_masked() -> None:
     assert "Traceback (most recent call last)" in line["exception"]
     assert "ValueError: refused +86138****5678" in line["exception"]
     assert "13812345678" not in stream.getvalue()
+
+
+async def test_a_client_hanging_up_is_not_a_server_error(
+    settings: Settings, aiohttp_client: Callable[..., Awaitable[TestClient]]
+) -> None:
+    """A client gone mid-answer (a CSV download cut short) counts as 499, not as a 500."""
+
+    async def hangs_up(_: web.Request) -> web.StreamResponse:
+        raise ConnectionResetError("Cannot write to closing transport")
+
+    app = create_app(settings, store=MemoryStore(), providers={})
+    app.router.add_get("/hangs-up", hangs_up)
+    client = await aiohttp_client(app)
+    assert (await client.get("/hangs-up")).status == 499
+    services = app[SERVICES]
+    assert services.metrics.http.counts == {("GET", "/hangs-up", 499): 1}
