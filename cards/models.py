@@ -7,6 +7,7 @@ Text fields hold Jinja2 *source*; they are compiled and checked by
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -87,12 +88,35 @@ class Reply(Strict):
     text: str = Field(min_length=1, max_length=200)
 
 
+def calendar_problem(start: str, end: str) -> str | None:
+    """What is wrong with an event's times, if anything: RFC 3339 with an offset, the end
+    not before the start."""
+    try:
+        begins, ends = datetime.fromisoformat(start), datetime.fromisoformat(end)
+    except ValueError:
+        return "start and end must be RFC 3339 times with an offset"
+    if begins.tzinfo is None or ends.tzinfo is None:
+        return "start and end must be RFC 3339 times with an offset"
+    if ends < begins:
+        return "the event ends before it starts"
+    return None
+
+
 class Calendar(Strict):
     type: Literal["calendar"]
     title: str = Field(min_length=1, max_length=100)
-    start: str
-    end: str
+    start: str = Field(min_length=1, max_length=40)
+    end: str = Field(min_length=1, max_length=40)
     description: str | None = None
+
+    @model_validator(mode="after")
+    def _times(self) -> Calendar:
+        # templated times are checked once rendered (``cards.targets``)
+        if not (_is_template_text(self.start) or _is_template_text(self.end)):
+            problem = calendar_problem(self.start, self.end)
+            if problem:
+                raise ValueError(problem)
+        return self
 
 
 class MapAction(Strict):

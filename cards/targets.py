@@ -16,7 +16,7 @@ from typing import Any
 from cards.compiled import CompiledTemplate, RenderError
 from cards.gsma import chatbot_message
 from cards.links import LinkMinter, MintedLink, track_card
-from cards.models import MAX_LABEL, MAX_TITLE
+from cards.models import MAX_LABEL, MAX_TITLE, calendar_problem
 from cards.sms import SmsLength, compose, length
 from cards.vendors import VENDORS, Skip, vendor_payload
 
@@ -52,6 +52,11 @@ def _check_limits(card: dict[str, Any]) -> None:
                 raise RenderError(
                     (*loc, "buttons", i, "label"), f"rendered label is over {MAX_LABEL}"
                 )
+            action = b["action"]
+            if action["type"] == "calendar":
+                problem = calendar_problem(action["start"], action["end"])
+                if problem:
+                    raise RenderError((*loc, "buttons", i, "action"), problem)
 
 
 def render_message(

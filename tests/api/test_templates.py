@@ -39,6 +39,12 @@ def _with(path: list[Any], value: Any, base: dict[str, Any] = FUND_TEMPLATE) -> 
 
 
 BUTTON = {"label": "详情", "action": {"type": "open_url", "url": "https://bank.example/x"}}
+CALENDAR = {
+    "type": "calendar",
+    "title": "还款日",
+    "start": "2026-12-01T09:00:00+08:00",
+    "end": "2026-12-01T10:00:00+08:00",
+}
 
 
 @pytest.mark.parametrize(
@@ -79,6 +85,22 @@ BUTTON = {"label": "详情", "action": {"type": "open_url", "url": "https://bank
             _with(["card", "buttons"], [{"label": "x", "action": {"type": "teleport"}}]),
             ["card", "buttons", 0, "action"],
         ),
+        (
+            _with(["card", "buttons"], [{"label": "x", "action": CALENDAR | {"start": "soon"}}]),
+            ["card", "buttons", 0, "action"],
+        ),
+        (
+            _with(
+                ["card", "buttons"],
+                [{"label": "x", "action": CALENDAR | {"end": "2026-12-01T08:00:00+08:00"}}],
+            ),
+            ["card", "buttons", 0, "action"],
+        ),
+        (
+            _with(["card", "body"], "{% for a in name %}{% for b in name %}{% endfor %}{% endfor %}"),
+            ["card", "body"],
+        ),
+        (_with(["card", "body"], "{{ name.upper }}"), ["card", "body"]),
         (_with(["kind"], "carousel"), ["card", "items"]),
         (
             _with(["card", "items"], [{"title": "a"}] * 11, _with(["kind"], "carousel")),

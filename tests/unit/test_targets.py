@@ -277,3 +277,15 @@ def test_preview_links_have_real_length() -> None:
     assert (
         len(PreviewLinks("https://g").mint("https://x", "b", "l").rsplit("/", 1)[1]) == TOKEN_LENGTH
     )
+
+
+def test_templated_calendar_times_are_checked_once_rendered() -> None:
+    """A calendar time from a variable must render to RFC 3339; otherwise a render error."""
+    action = dict(ACTIONS[4], start="{{ day }}T09:00:00+08:00")
+    body = _card("standard", [{"label": "加入日历", "action": action}])
+    body["variables"] = {"day": {"type": "string", "required": True}}
+    card = _render(body, {"day": "2026-12-01"}).card
+    assert card is not None and card["buttons"][0]["action"]["start"].startswith("2026-12-01T09")
+    with pytest.raises(RenderError) as err:
+        _render(body, {"day": "tomorrow"})
+    assert err.value.loc == ("card", "buttons", 0, "action")
