@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -75,8 +77,25 @@ async def revoke_message(request: web.Request) -> web.Response:
     return respond(out)
 
 
+def _without_code(stored: Rendered) -> Rendered:
+    """A one-time code is the recipient's alone: ops keys read its messages with the code
+    blanked out wherever it appears (the text, the card, so the payloads built from it)."""
+    code = (stored.card or {}).get("code")
+    if stored.kind != "otp" or not isinstance(code, str) or not code:
+        return stored
+    blank = "•" * len(code)
+    card = stored.card
+    if card is not None:
+        dumped = orjson.dumps(card).decode()
+        escaped = orjson.dumps(code).decode()[1:-1]  # the code as it appears inside JSON
+        card = orjson.loads(dumped.replace(escaped, blank)) if escaped == code else None
+    return replace(stored, text=stored.text.replace(code, blank), card=card)
+
+
 def message_json(view: MessageView, *, masked: bool) -> dict[str, Any]:
     stored = Rendered.from_dict(view.rendered)
+    if masked:
+        stored = _without_code(stored)
     rendered: dict[str, Any] = {"text": stored.text}
     if stored.card is not None:
         rendered["card"] = stored.card

@@ -58,6 +58,35 @@ async def test_ops_key_reads_masked_numbers(gw: Gateway) -> None:
     assert (await gw.message(message_id))["to"] == "+8613812345678"
 
 
+OTP_TEMPLATE = {
+    "brand_id": "icbc",
+    "category": "transactional",
+    "kind": "otp",
+    "variables": {"code": {"type": "string", "pattern": "[0-9]{6}", "required": True}},
+    "card": {
+        "title": "登录验证码",
+        "body": "验证码 {{ code }}，5分钟内有效。",
+        "code": "{{ code }}",
+        "buttons": [{"label": "复制", "action": {"type": "copy_code", "code": "{{ code }}"}}],
+    },
+    "fallback_text": "您的验证码为{{ code }}，请勿泄露。",
+}
+
+
+async def test_ops_key_never_reads_a_one_time_code(gw: Gateway) -> None:
+    """An OTP message read with an ops key has its code blanked everywhere; the campaign key
+    that sent it reads it whole."""
+    resp = await gw.client.put("/v1/templates/otp", json=OTP_TEMPLATE, headers=gw.auth())
+    assert resp.status == 200, await resp.text()
+    message_id = await gw.send(template_id="otp", variables={"code": "924713"})
+    resp = await gw.client.get(f"/v1/messages/{message_id}", headers=gw.auth(role="ops"))
+    as_ops = await resp.json()
+    assert "924713" not in json.dumps(as_ops, ensure_ascii=False)
+    assert "••••••" in as_ops["rendered"]["text"]
+    assert as_ops["rendered"]["card"]["code"] == "••••••"
+    assert "924713" in (await gw.message(message_id))["rendered"]["text"]
+
+
 async def test_other_tenants_message_is_404(gw: Gateway) -> None:
     """Another tenant's message id answers exactly like an id that does not exist."""
     message_id = await gw.send(tenant="bank_a")
