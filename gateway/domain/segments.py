@@ -9,7 +9,7 @@ contains, exists. Both evaluations share one meaning (a property test holds them
   with booleans; any other comparison is false;
 - ``ne`` is ``not eq``, so a missing attribute is "not equal";
 - ``contains`` is a substring of a string attribute, or an element of an array one;
-- ``exists`` is present and not null.
+- ``exists`` is present and not null (``"value": false``: absent or null).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def _parse(data: Any, loc: tuple[str | int, ...], depth: int, count: list[int]) 
     raise RuleError(loc, "expected one of all, any, not, tag, or attr with op (and value)")
 
 
-def _parse_attr(data: dict[str, Any], loc: tuple[str | int, ...]) -> Attr:
+def _parse_attr(data: dict[str, Any], loc: tuple[str | int, ...]) -> Attr | Not:
     name, op = data["attr"], data.get("op")
     if not isinstance(name, str) or not valid_attr_name(name):
         raise RuleError(
@@ -122,10 +122,10 @@ def _parse_attr(data: dict[str, Any], loc: tuple[str | int, ...]) -> Attr:
     if op not in OPS:
         raise RuleError((*loc, "op"), f"unknown op {op!r}; one of {', '.join(OPS)}")
     has_value, value = "value" in data, data.get("value")
-    if op == "exists":
-        if has_value:
-            raise RuleError((*loc, "value"), "exists takes no value")
-        return Attr(name, op)
+    if op == "exists":  # a value, if given, says which: true (the default) or false
+        if has_value and not isinstance(value, bool):
+            raise RuleError((*loc, "value"), "exists takes true, false or no value")
+        return Attr(name, op) if value is not False else Not(Attr(name, op))
     if not has_value:
         raise RuleError((*loc, "value"), f"{op} needs a value")
     if op == "in":

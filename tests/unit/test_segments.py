@@ -49,6 +49,9 @@ PERSON = {
         ({"attr": "age", "op": "exists"}, True),
         ({"attr": "note", "op": "exists"}, False),  # null is not there
         ({"attr": "nothing", "op": "exists"}, False),
+        ({"attr": "age", "op": "exists", "value": True}, True),
+        ({"attr": "nothing", "op": "exists", "value": False}, True),
+        ({"attr": "age", "op": "exists", "value": False}, False),
         (
             {
                 "all": [
@@ -133,6 +136,7 @@ LEAVES = st.one_of(
         lambda t: {"attr": t[0], "op": "contains", "value": t[1]}
     ),
     NAMES.map(lambda n: {"attr": n, "op": "exists"}),
+    st.tuples(NAMES, st.booleans()).map(lambda t: {"attr": t[0], "op": "exists", "value": t[1]}),
 )
 RULES = st.recursive(
     LEAVES,
