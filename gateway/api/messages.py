@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -84,12 +83,17 @@ def _without_code(stored: Rendered) -> Rendered:
     if stored.kind != "otp" or not isinstance(code, str) or not code:
         return stored
     blank = "•" * len(code)
-    card = stored.card
-    if card is not None:
-        dumped = orjson.dumps(card).decode()
-        escaped = orjson.dumps(code).decode()[1:-1]  # the code as it appears inside JSON
-        card = orjson.loads(dumped.replace(escaped, blank)) if escaped == code else None
-    return replace(stored, text=stored.text.replace(code, blank), card=card)
+
+    def hide(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace(code, blank)
+        if isinstance(value, dict):
+            return {k: hide(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [hide(v) for v in value]
+        return value
+
+    return replace(stored, text=hide(stored.text), card=hide(stored.card))
 
 
 def message_json(view: MessageView, *, masked: bool) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from gateway.ids import new_id
 from gateway.storage.audience import CampaignRow, SqliteAudience
 from gateway.usecases.audience import FrequencyCap
 from gateway.usecases.catalog import Catalog, invalid_from_pydantic
-from gateway.usecases.fields import MAX_SCHEDULE_S, Rfc3339
+from gateway.usecases.fields import Rfc3339, check_schedule
 
 
 class AudienceSpec(BaseModel):
@@ -142,8 +142,7 @@ class Campaigns:
                 "; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in problems), problems
             )
         now = self._clock.now()
-        if spec.start_at is not None and spec.start_at.timestamp() > now + MAX_SCHEDULE_S:
-            raise InvalidInput.field(["start_at"], "must be at most 366 days from now")
+        check_schedule(spec.start_at, now, "start_at")
         start_at = max(now, spec.start_at.timestamp()) if spec.start_at else now
         campaign_id = new_id(int(now * 1000))
         state = "scheduled" if start_at > now else "running"

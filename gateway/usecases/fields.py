@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BeforeValidator
 
+from gateway.errors import InvalidInput
+
 # How far ahead a send or a campaign may be scheduled: a year, with a day to spare.
 MAX_SCHEDULE_S = 366 * 86400
 
@@ -20,3 +22,9 @@ def _text_only(value: Any) -> Any:
 
 
 Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_text_only)]
+
+
+def check_schedule(at: datetime | None, now: float, field: str) -> None:
+    """A scheduled time further ahead than ``MAX_SCHEDULE_S`` is refused, naming ``field``."""
+    if at is not None and at.timestamp() > now + MAX_SCHEDULE_S:
+        raise InvalidInput.field([field], "must be at most 366 days from now")

@@ -22,7 +22,7 @@ from gateway.errors import Conflict, FieldError, InvalidInput
 from gateway.ids import new_id
 from gateway.storage.base import AcceptResult, IdempotencyConflict, Store
 from gateway.usecases.catalog import Catalog, LoadedTemplate, variable_errors
-from gateway.usecases.fields import MAX_SCHEDULE_S, Rfc3339
+from gateway.usecases.fields import Rfc3339, check_schedule
 from gateway.usecases.tenants import Principal
 
 
@@ -99,8 +99,7 @@ class Sender:
         brand_info = brand.model_dump(mode="json") if brand else {"name": "", "signature": ""}
 
         now = self._clock.now()
-        if req.send_at is not None and req.send_at.timestamp() > now + MAX_SCHEDULE_S:
-            raise InvalidInput.field(["send_at"], "must be at most 366 days from now")
+        check_schedule(req.send_at, now, "send_at")
         due_at = max(now, req.send_at.timestamp()) if req.send_at else now
         status, reason, rendered, links = render_for_send(loaded, brand_info, context, self._links)
 
