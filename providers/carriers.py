@@ -31,7 +31,18 @@ from providers.wire import CapabilityResponse, WireModel, capability_answers, in
 if TYPE_CHECKING:
     from gateway.dispatch.ports import CapabilityProvider, Provider
 
-_STATUSES: dict[str, ReportStatus] = {"DELIVRD": "delivered", "DISPLAYED": "displayed"}
+# SMPP's final states (a DLR's ``stat``), and the carriers' own display receipt. A state
+# not named here (ACCEPTD, ENROUTE: on its way; a code we do not know) settles nothing: a
+# message is never failed by a report that does not say it failed.
+_STATUSES: dict[str, ReportStatus] = {
+    "DELIVRD": "delivered",
+    "DISPLAYED": "displayed",
+    "UNDELIV": "failed",
+    "REJECTD": "failed",
+    "EXPIRED": "failed",
+    "DELETED": "failed",
+    "UNKNOWN": "failed",
+}
 
 
 class _Report(WireModel):
@@ -96,11 +107,12 @@ class HttpCarrier(HttpProvider):
             DeliveryReport(
                 message_id=r.client_ref,
                 provider_ref=r.msg_id,
-                status=_STATUSES.get(r.status, "failed"),
+                status=_STATUSES[r.status],
                 at=r.done_at,
                 error_code=r.error_code,
             )
             for r in parsed.reports
+            if r.status in _STATUSES
         ]
 
     def parse_inbound(self, body: bytes) -> list[InboundMessage]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -319,3 +320,13 @@ async def test_lookup_with_a_missing_answer_is_retryable(scripted, session) -> N
     with pytest.raises(RetryableProviderError) as caught:
         await cmcc.lookup_capability([PHONE])
     assert caught.value.code == "bad_response"
+
+
+async def test_states_on_the_way_settle_nothing(carrier) -> None:
+    """ACCEPTD, ENROUTE or a state we do not know are not reports of failure: they are
+    left out; the final states read as delivered or failed."""
+    cmcc = await carrier()
+    states = ("ACCEPTD", "ENROUTE", "SOMETHING_NEW", "REJECTD", "DELIVRD")
+    reports = [{"client_ref": "m1", "msg_id": "x", "status": s} for s in states]
+    body = json.dumps({"reports": reports}).encode()
+    assert [r.status for r in cmcc.parse_reports(body)] == ["failed", "delivered"]
