@@ -231,6 +231,9 @@ class Dispatcher:
                     )
                 else:
                     immediate.append(Settled(q.id))
+            elif q.stage == "report_wait":  # an SMS whose report never came
+                final = q.status in FINAL
+                immediate.append(Settled(q.id) if final else Expired(q.id, now, "no_report"))
             elif q.status in FINAL:
                 immediate.append(Settled(q.id))
             elif q.expires_at <= now:
@@ -403,7 +406,8 @@ class Dispatcher:
                         self.capabilities.forget(p.message.to)
                     outcomes.append(self._failure(p, name, route, r.error, now))
                 else:
-                    wait = now + self._settings.rich_timeout_s if route in RICH else None
+                    rich = route in RICH
+                    wait = now + self._settings.rich_timeout_s if rich else p.message.expires_at
                     outcomes.append(
                         Submitted(
                             p.message.id,

@@ -197,7 +197,9 @@ class Submitted:
     at: float
     attempt: int
     fallbacks: tuple[tuple[str, str], ...] = ()  # preferred routes passed over: (route, reason)
-    wait_until: float | None = None  # rich routes: fall back to SMS if no report by then
+    # a rich route falls back to the SMS if no report came by then; an SMS with no report
+    # by then (its expiry) is expired: no message stays submitted for ever
+    wait_until: float | None = None
     client_ref: str | None = None  # the reference the provider has it under
 
 
@@ -253,6 +255,7 @@ class Retry:
 class Expired:
     message_id: str
     at: float
+    reason: str = "ttl"  # or "no_report": handed over, but no report came before its expiry
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,3 +277,26 @@ def fallback_event(o: Submitted) -> dict[str, Any]:
         "reason": reason,
         "skipped": [{"route": r, "reason": why} for r, why in o.fallbacks],
     }
+
+
+def report_fits(
+    current_provider: str | None,
+    current_ref: str | None,
+    lease_until: float | None,
+    provider: str,
+    provider_ref: str,
+    now: float,
+) -> bool:
+    """Whether a report is about the message's current hand-over: from its provider, under
+    its reference; or, not yet acknowledged, while it is being handed over (a report may
+    overtake the acknowledgement). Anything else (a late report of an earlier route,
+    another provider's, one for a message no provider was given) settles nothing."""
+    if current_provider is None:
+        return lease_until is not None and lease_until > now
+    return current_provider == provider and current_ref in (None, provider_ref)
+
+
+def wait_stage(route: str) -> str:
+    """What a submitted message waits in the queue for: a rich route's report (or else its
+    fallback), or an SMS's report (or else its expiry)."""
+    return "rich_wait" if route in ("vendor_card", "carrier_rich") else "report_wait"

@@ -332,8 +332,9 @@ class SqliteAudience:
 
     async def pending_count(self, campaign_id: str) -> int:
         row = await self._store._one(
+            # an SMS handed over and waiting only for its report is no longer pending
             "SELECT count(*) FROM dispatch_queue q JOIN messages m ON m.message_id = q.message_id"
-            " WHERE m.campaign_id = ?",
+            " WHERE m.campaign_id = ? AND q.stage != 'report_wait'",
             (campaign_id,),
         )
         return int(row[0])

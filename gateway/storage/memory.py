@@ -26,6 +26,8 @@ from gateway.domain.messages import (
     Suppressed,
     can_move,
     fallback_event,
+    report_fits,
+    wait_stage,
 )
 from gateway.storage.base import (
     AcceptResult,
@@ -403,7 +405,8 @@ class MemoryStore:
                 if o.wait_until is None or queued is None:
                     self.queue.pop(o.message_id, None)
                 else:
-                    queued.stage, queued.due_at, queued.lease_until = "rich_wait", o.wait_until, 0.0
+                    queued.stage, queued.due_at = wait_stage(o.route), o.wait_until
+                    queued.lease_until = 0.0
                 rec = self.messages[o.message_id]
                 rec.route, rec.provider, rec.provider_ref = o.route, o.provider, o.provider_ref
                 rec.updated_at = o.at
@@ -466,8 +469,8 @@ class MemoryStore:
                     )
             elif isinstance(o, Expired):
                 self.queue.pop(o.message_id, None)
-                if self._move(o.message_id, Status.EXPIRED, o.at, reason="ttl"):
-                    self._event(o.message_id, "expired", o.at)
+                if self._move(o.message_id, Status.EXPIRED, o.at, reason=o.reason):
+                    self._event(o.message_id, "expired", o.at, reason=o.reason)
             elif isinstance(o, Suppressed):
                 self.queue.pop(o.message_id, None)
                 if self._move(o.message_id, Status.SUPPRESSED, o.at, reason=o.reason):
@@ -506,10 +509,10 @@ class MemoryStore:
                 results.append(ReportResult(r.message_id, applied=False))
                 continue
             tenant = rec.new.tenant_id
-            if rec.provider is not None and (
-                rec.provider != provider
-                or (rec.provider_ref is not None and rec.provider_ref != r.provider_ref)
-            ):
+            queued = self.queue.get(r.message_id)
+            lease = queued.lease_until if queued is not None else None
+            ref = r.provider_ref
+            if not report_fits(rec.provider, rec.provider_ref, lease, provider, ref, now):
                 results.append(ReportResult(r.message_id, applied=False, tenant_id=tenant))
                 continue
             key = (provider, r.provider_ref, r.status)

@@ -30,6 +30,8 @@ from gateway.domain.messages import (
     Suppressed,
     can_move,
     fallback_event,
+    report_fits,
+    wait_stage,
 )
 from gateway.storage.base import (
     AcceptResult,
@@ -807,8 +809,8 @@ def _apply_outcomes(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> No
                 )
         elif isinstance(o, Expired):
             conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (o.message_id,))
-            if _set_status(conn, o.message_id, Status.EXPIRED, o.at, reason="ttl"):
-                _event(conn, o.message_id, "expired", o.at)
+            if _set_status(conn, o.message_id, Status.EXPIRED, o.at, reason=o.reason):
+                _event(conn, o.message_id, "expired", o.at, reason=o.reason)
         elif isinstance(o, Suppressed):
             conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (o.message_id,))
             if _set_status(conn, o.message_id, Status.SUPPRESSED, o.at, reason=o.reason):
@@ -831,10 +833,13 @@ def _apply_submitted(conn: sqlite3.Connection, subs: list[Submitted]) -> None:
         "DELETE FROM dispatch_queue WHERE message_id = ?",
         [(o.message_id,) for o in subs if o.wait_until is None],
     )
-    conn.executemany(  # a rich route: wait for its report, then fall back
-        "UPDATE dispatch_queue SET stage = 'rich_wait', due_at = ?, lease_until = 0"
-        " WHERE message_id = ?",
-        [(o.wait_until, o.message_id) for o in subs if o.wait_until is not None],
+    conn.executemany(  # wait for its report: a rich route then falls back, an SMS expires
+        "UPDATE dispatch_queue SET stage = ?, due_at = ?, lease_until = 0 WHERE message_id = ?",
+        [
+            (wait_stage(o.route), o.wait_until, o.message_id)
+            for o in subs
+            if o.wait_until is not None
+        ],
     )
     conn.executemany(
         "UPDATE messages SET route = ?, provider = ?, provider_ref = ?, updated_at = ?,"
@@ -901,8 +906,9 @@ def _apply_reports(
         chunk = ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
         for row in conn.execute(
-            "SELECT message_id, tenant_id, provider, route, status, provider_ref, route_pref"
-            f" FROM messages WHERE message_id IN ({marks})",
+            "SELECT message_id, tenant_id, provider, route, status, provider_ref, route_pref,"
+            " (SELECT lease_until FROM dispatch_queue q WHERE q.message_id = m.message_id)"
+            f" FROM messages m WHERE message_id IN ({marks})",
             chunk,
         ):
             rows[row[0]] = list(row[1:])
@@ -929,11 +935,8 @@ def _apply_reports(
         if row is None:
             results.append(ReportResult(r.message_id, applied=False))
             continue
-        tenant_id, current_provider, route, current, current_ref, route_pref = row
-        if current_provider is not None and (
-            current_provider != provider
-            or (current_ref is not None and current_ref != r.provider_ref)
-        ):
+        tenant_id, current_provider, route, current, current_ref, route_pref, lease = row
+        if not report_fits(current_provider, current_ref, lease, provider, r.provider_ref, now):
             # a late report of an earlier route, or another provider's: it settles nothing
             results.append(ReportResult(r.message_id, applied=False, tenant_id=tenant_id))
             continue

@@ -52,11 +52,41 @@ async def test_out_of_order_report_never_moves_back(gw: Gateway) -> None:
 
 
 async def test_report_before_submission_is_recorded(gw: Gateway) -> None:
-    """A report that overtakes our own 'submitted' write is kept; 'submitted' does not undo it."""
+    """A report that overtakes our own 'submitted' write (the message is being handed over)
+    is kept; 'submitted' does not undo it."""
     message_id = await gw.send()
+    now = gw.clock.now()
+    (claimed,) = await gw.services.store.claim_due(now, 10, now + 60)  # being handed over
     await _report(gw, *report_body((message_id, f"cmcc-{message_id}", "delivered")))
     assert (await gw.message(message_id))["status"] == "delivered"
+    gw.clock.advance(61)
     assert await gw.services.dispatcher.run_once() == 0  # the delivered message left the queue
+
+
+async def test_a_report_for_a_message_no_provider_was_given_settles_nothing(gw: Gateway) -> None:
+    """A correctly signed report about a message still waiting to go (never handed to that
+    provider, nor to any) is not applied: the message is sent as it would have been."""
+    message_id = await gw.send()
+    await _report(gw, *report_body((message_id, "made-up", "delivered")))
+    assert (await gw.message(message_id))["status"] == "accepted"
+    assert await gw.services.dispatcher.run_once() == 1
+    assert (await gw.message(message_id))["status"] == "submitted"
+
+
+async def test_an_sms_without_a_report_expires_with_its_ttl(gw: Gateway) -> None:
+    """An SMS handed over whose report never comes does not stay submitted for ever: at its
+    expiry it is expired, reason no_report."""
+    message_id = await gw.send(route="sms", ttl_seconds=600)
+    assert await gw.services.dispatcher.run_once() == 1
+    assert (await gw.message(message_id))["status"] == "submitted"
+    gw.clock.advance(599)
+    assert await gw.services.dispatcher.run_once() == 0
+    gw.clock.advance(2)
+    assert await gw.services.dispatcher.run_once() == 1
+    msg = await gw.message(message_id)
+    assert (msg["status"], msg["reason"]) == ("expired", "no_report")
+    assert [e["type"] for e in msg["events"]][-1] == "expired"
+    assert await gw.services.dispatcher.run_once() == 0  # and it has left the queue
 
 
 async def test_failed_report(gw: Gateway) -> None:

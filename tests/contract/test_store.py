@@ -175,6 +175,39 @@ async def test_reports_dedupe_and_never_move_back(db: Store) -> None:
     assert [e.type for e in view.events] == ["accepted", "submitted", "delivered"]
 
 
+async def test_reports_settle_only_a_hand_over(db: Store) -> None:
+    """A report for a message no provider was given is not applied; while it is being handed
+    over (claimed, not yet acknowledged) a report that overtakes the acknowledgement is."""
+    waiting, going = message(), message()
+    await db.accept(waiting)
+    await db.accept(going)
+    [early] = await db.apply_reports("cucc", [DeliveryReport(waiting.id, "x", "delivered")], NOW)
+    assert not early.applied
+    await db.claim_due(NOW, 10, NOW + 60)
+    [overtaking] = await db.apply_reports("cmcc", [DeliveryReport(going.id, "r", "delivered")], NOW)
+    assert overtaking.applied
+    view = await db.get_message("t1", going.id)
+    assert view is not None and view.status == "delivered"
+
+
+async def test_a_submitted_sms_waits_for_its_report_until_it_expires(db: Store) -> None:
+    """A submitted SMS stays queued, due at its expiry, until its report takes it out."""
+    reported, silent = message(ttl=600), message(ttl=600)
+    for m in (reported, silent):
+        await db.accept(m)
+    await db.claim_due(NOW, 10, NOW + 60)
+    await db.record_outcomes(
+        [
+            Submitted(m.id, "cmcc", "sms", f"ref-{m.id}", NOW, 1, wait_until=m.expires_at)
+            for m in (reported, silent)
+        ]
+    )
+    await db.apply_reports("cmcc", [DeliveryReport(reported.id, f"ref-{reported.id}", "delivered")], NOW)
+    assert await db.claim_due(NOW + 599, 10, NOW + 660) == []
+    [due] = await db.claim_due(NOW + 600, 10, NOW + 660)
+    assert (due.id, due.stage, due.status) == (silent.id, "report_wait", "submitted")
+
+
 async def test_idempotency_purge(db: Store) -> None:
     """Keys older than the cut-off are purged; newer ones stay."""
     m1, m2 = message(), message()
