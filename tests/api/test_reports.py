@@ -57,6 +57,7 @@ async def test_report_before_submission_is_recorded(gw: Gateway) -> None:
     message_id = await gw.send()
     now = gw.clock.now()
     (claimed,) = await gw.services.store.claim_due(now, 10, now + 60)  # being handed over
+    assert claimed.id == message_id
     await _report(gw, *report_body((message_id, f"cmcc-{message_id}", "delivered")))
     assert (await gw.message(message_id))["status"] == "delivered"
     gw.clock.advance(61)
