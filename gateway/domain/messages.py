@@ -279,20 +279,26 @@ def fallback_event(o: Submitted) -> dict[str, Any]:
     }
 
 
+# The lease a process that is gone held, as a restart leaves it: due at once (it is far in
+# the past), and still telling that the message was claimed for a hand-over, so a report
+# that overtook the acknowledgement and comes again after the restart is still placed.
+RELEASED_LEASE = 1.0
+
+
 def report_fits(
     current_provider: str | None,
     current_ref: str | None,
     lease_until: float | None,
     provider: str,
     provider_ref: str,
-    now: float,
 ) -> bool:
     """Whether a report is about the message's current hand-over: from its provider, under
-    its reference; or, not yet acknowledged, while it is being handed over (a report may
-    overtake the acknowledgement). Anything else (a late report of an earlier route,
-    another provider's, one for a message no provider was given) settles nothing."""
-    if current_provider is None:
-        return lease_until is not None and lease_until > now
+    its reference; or, not yet acknowledged, once it was claimed for one (a report may
+    overtake the acknowledgement, or come again after a restart). Anything else (a late
+    report of an earlier route, another provider's, one for a message no provider was
+    given) settles nothing."""
+    if current_provider is None:  # claimed for a hand-over, by this process or a dead one
+        return lease_until is not None and lease_until >= RELEASED_LEASE
     return current_provider == provider and current_ref in (None, provider_ref)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.dispatch.ports import DeliveryReport
 from gateway.domain.messages import (
+    RELEASED_LEASE,
     Deferred,
     Event,
     Expired,
@@ -337,9 +338,9 @@ class MemoryStore:
         return len(old)
 
     async def release_leases(self) -> int:
-        leased = [q for q in self.queue.values() if q.lease_until > 0]
+        leased = [q for q in self.queue.values() if q.lease_until > RELEASED_LEASE]
         for q in leased:
-            q.lease_until = 0.0
+            q.lease_until = RELEASED_LEASE
         return len(leased)
 
     async def claim_due(self, now: float, limit: int, lease_until: float) -> list[QueuedMessage]:
@@ -512,7 +513,7 @@ class MemoryStore:
             queued = self.queue.get(r.message_id)
             lease = queued.lease_until if queued is not None else None
             ref = r.provider_ref
-            if not report_fits(rec.provider, rec.provider_ref, lease, provider, ref, now):
+            if not report_fits(rec.provider, rec.provider_ref, lease, provider, ref):
                 results.append(ReportResult(r.message_id, applied=False, tenant_id=tenant))
                 continue
             key = (provider, r.provider_ref, r.status)

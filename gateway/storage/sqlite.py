@@ -12,6 +12,7 @@ import orjson
 
 from gateway.dispatch.ports import DeliveryReport
 from gateway.domain.messages import (
+    RELEASED_LEASE,
     Deferred,
     Event,
     Expired,
@@ -601,7 +602,8 @@ class SqliteStore:
         return await self.writer.run(
             lambda conn: (
                 conn.execute(
-                    "UPDATE dispatch_queue SET lease_until = 0 WHERE lease_until > 0"
+                    "UPDATE dispatch_queue SET lease_until = ? WHERE lease_until > ?",
+                    (RELEASED_LEASE, RELEASED_LEASE),
                 ).rowcount
             )
         )
@@ -936,7 +938,7 @@ def _apply_reports(
             results.append(ReportResult(r.message_id, applied=False))
             continue
         tenant_id, current_provider, route, current, current_ref, route_pref, lease = row
-        if not report_fits(current_provider, current_ref, lease, provider, r.provider_ref, now):
+        if not report_fits(current_provider, current_ref, lease, provider, r.provider_ref):
             # a late report of an earlier route, or another provider's: it settles nothing
             results.append(ReportResult(r.message_id, applied=False, tenant_id=tenant_id))
             continue

@@ -188,6 +188,14 @@ async def test_reports_settle_only_a_hand_over(db: Store) -> None:
     assert overtaking.applied
     view = await db.get_message("t1", going.id)
     assert view is not None and view.status == "delivered"
+    # a restart releases the claim (the message is due again at once), but a report for it,
+    # sent again by the provider after the restart, is still placed
+    await db.release_leases()
+    [due_again] = await db.claim_due(NOW + 1, 10, NOW + 61)
+    assert due_again.id == waiting.id
+    await db.release_leases()
+    [again] = await db.apply_reports("cucc", [DeliveryReport(waiting.id, "x", "delivered")], NOW)
+    assert again.applied
 
 
 async def test_a_submitted_sms_waits_for_its_report_until_it_expires(db: Store) -> None:
