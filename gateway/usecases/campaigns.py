@@ -125,7 +125,12 @@ class Campaigns:
                     problems.append(FieldError(("audience", "recipients", i), str(exc)))
             stored_audience = {"recipients": sorted(phones)}
         seen_variables: set[str] = set()
+        seen_templates: set[str] = set()
         for i, v in enumerate(spec.variants):
+            if v.template_id in seen_templates:  # their stats would merge into one variant
+                problems.append(FieldError(("variants", i, "template_id"), "named twice"))
+                continue
+            seen_templates.add(v.template_id)
             loaded = await self._catalog.template(tenant_id, v.template_id)
             if loaded is None:
                 problems.append(FieldError(("variants", i, "template_id"), "no such template"))

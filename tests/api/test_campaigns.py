@@ -303,6 +303,10 @@ async def test_campaign_validation(gw: Gateway) -> None:
         ({"audience": {"recipients": ["12"]}}, ["audience", "recipients", 0]),
         ({"variants": [{"template_id": "missing"}]}, ["variants", 0, "template_id"]),
         ({"variants": []}, ["variants"]),
+        (
+            {"variants": [{"template_id": "fund_due"}, {"template_id": "fund_due"}]},
+            ["variants", 1, "template_id"],
+        ),
         ({"window": {"start": "9", "end": "20:00"}}, ["window", "start"]),
         ({"window": {"start": "09:00", "end": "20:00", "days": ["monday"]}}, ["window", "days", 0]),
         ({"frequency_cap": {"max": 0, "per_hours": 24}}, ["frequency_cap", "max"]),
