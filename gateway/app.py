@@ -88,6 +88,11 @@ def create_app(
     review_submitter = ReviewSubmitter(store, catalog_, reviewers, clock, settings.base_url)
     catalog_.on_review_needed = review_submitter.wake
     dispatcher.approvals = catalog_
+    def accepted(count: int) -> None:
+        """Messages newly queued (a send's, a campaign batch's): counted, and dispatched."""
+        metrics.messages.labels("accepted").inc(count)
+        dispatcher.wake()
+
     services = Services(
         settings=settings,
         store=store,
@@ -97,7 +102,7 @@ def create_app(
         auth=Authenticator(store),
         catalog=catalog_,
         sender=Sender(
-            store, catalog_, clock, dispatcher.wake, link_base_url=settings.links_base_url
+            store, catalog_, clock, lambda: accepted(1), link_base_url=settings.links_base_url
         ),
         dispatcher=dispatcher,
         reviews=review_submitter,
@@ -109,7 +114,7 @@ def create_app(
         services.audience = Audience(store, audience_store, clock)
         services.campaigns = Campaigns(audience_store, catalog_, clock)
         services.runner = CampaignRunner(
-            audience_store, catalog_, clock, settings.links_base_url, dispatcher.wake
+            audience_store, catalog_, clock, settings.links_base_url, accepted
         )
         services.campaigns.on_change = services.runner.wake
         dispatcher.policy = SendPolicy(store, audience_store)

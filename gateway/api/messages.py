@@ -73,6 +73,8 @@ async def revoke_message(request: web.Request) -> web.Response:
         request[PRINCIPAL].tenant_id,
         path_id(request, "message_id"),
     )
+    if out["status"] == "revoked":
+        services.metrics.messages.labels("revoked").inc()
     return respond(out)
 
 

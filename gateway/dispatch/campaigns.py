@@ -39,7 +39,7 @@ class CampaignRunner(PollingWorker):
         catalog: Catalog,
         clock: Clock,
         link_base_url: str,
-        on_messages: Callable[[], None],
+        on_messages: Callable[[int], None],
         *,
         batch: int = BATCH,
     ) -> None:
@@ -118,7 +118,7 @@ class CampaignRunner(PollingWorker):
         if new is None:
             return False  # paused or cancelled meanwhile: nothing was written
         if new:
-            self._on_messages()
+            self._on_messages(new)
         return (bool(recipients) and not done) or bool(new)
 
     async def _message(

@@ -44,7 +44,19 @@ async def test_metrics_count_requests_and_messages(gw: Gateway) -> None:
         'gateway_http_requests_total{method="POST",route="/v1/messages",status="202"} 1.0' in text
     )
     assert 'gateway_messages_total{status="submitted"} 1.0' in text
+    assert 'gateway_messages_total{status="accepted"} 1.0' in text
     assert "gateway_dispatch_seconds_bucket" in text
+
+
+async def test_metrics_count_revoked_messages(gw: Gateway) -> None:
+    """A message revoked before it went counts as revoked."""
+    from gateway.clock import to_rfc3339
+
+    message_id = await gw.send(send_at=to_rfc3339(gw.clock.now() + 3600))
+    resp = await gw.client.post(f"/v1/messages/{message_id}/revoke", headers=gw.auth())
+    assert (await resp.json())["status"] == "revoked"
+    text = await (await gw.client.get("/metrics")).text()
+    assert 'gateway_messages_total{status="revoked"} 1.0' in text
 
 
 async def test_request_id_is_echoed(gw: Gateway) -> None:
