@@ -97,6 +97,7 @@ ENDPOINTS = [
         WRITE,
         RecipientIn,
         tag="audience",
+        also=((201, "Created"),),
     ),
     Endpoint("GET", "/v1/recipients/{phone}", get_recipient, "A recipient", READ, tag="audience"),
     Endpoint(
@@ -106,6 +107,7 @@ ENDPOINTS = [
         "Upsert recipients from NDJSON or CSV (UTF-8, with or without BOM, or GBK), streamed",
         WRITE,
         tag="audience",
+        media=("application/x-ndjson", "text/csv"),
     ),
     Endpoint(
         "PUT",

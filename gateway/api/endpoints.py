@@ -17,6 +17,15 @@ WRITE = ("campaign",)
 
 
 @dataclass(frozen=True)
+class Param:
+    """A query parameter, as ``/openapi.json`` documents it."""
+
+    name: str
+    schema: dict[str, object]
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Endpoint:
     method: str
     path: str
@@ -27,6 +36,9 @@ class Endpoint:
     response: type[BaseModel] | None = None
     status: int = 200
     tag: str = "gateway"
+    query: tuple[Param, ...] = ()
+    media: tuple[str, ...] = ()  # a body that is not JSON: the media types it may come in
+    also: tuple[tuple[int, str], ...] = ()  # other answers than ``status``: (status, meaning)
 
     @property
     def name(self) -> str:

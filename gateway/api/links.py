@@ -27,6 +27,8 @@ ENDPOINTS = [
         follow,
         "A tracked link: records the click (not for HEAD or link previews) and redirects",
         None,
+        status=302,
         tag="links",
+        also=((404, "No such link: it redirects nowhere"),),
     ),
 ]

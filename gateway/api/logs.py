@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.endpoints import READ, Endpoint
+from gateway.api.endpoints import READ, Endpoint, Param
 from gateway.api.json import respond
 from gateway.api.middlewares import PRINCIPAL
 from gateway.clock import from_rfc3339, to_rfc3339
@@ -173,5 +173,16 @@ ENDPOINTS = [
         "until; limit and cursor; Accept: text/csv streams it",
         READ,
         tag="ops",
+        query=(
+            Param("campaign_id", {"type": "string"}),
+            Param("status", {"type": "string", "enum": [s.value for s in Status]}),
+            Param("provider", {"type": "string"}),
+            Param("route", {"type": "string", "enum": list(ROUTES)}),
+            Param("to", {"type": "string"}, "a phone number in any common form"),
+            Param("since", {"type": "string", "format": "date-time"}, "created at or after"),
+            Param("until", {"type": "string", "format": "date-time"}, "created before"),
+            Param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+            Param("cursor", {"type": "string"}, "next_cursor of the page before"),
+        ),
     ),
 ]

@@ -97,6 +97,10 @@ def openapi_document(eps: list[Endpoint]) -> dict[str, Any]:
             for p in ep.path.split("/")
             if p.startswith("{")
         ]
+        params += [
+            {"name": q.name, "in": "query", "schema": q.schema, "description": q.description}
+            for q in ep.query
+        ]
         if params:
             op["parameters"] = params
         if ep.roles is not None:
@@ -107,10 +111,17 @@ def openapi_document(eps: list[Endpoint]) -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": ref(ep.body)}},
             }
+        elif ep.media:
+            op["requestBody"] = {
+                "required": True,
+                "content": {m: {"schema": {"type": "string"}} for m in ep.media},
+            }
         ok: dict[str, Any] = {"description": "OK"}
         if ep.response is not None:
             ok["content"] = {"application/json": {"schema": ref(ep.response)}}
         op["responses"][str(ep.status)] = ok
+        for status, meaning in ep.also:
+            op["responses"][str(status)] = {"description": meaning}
         op["responses"]["default"] = {
             "description": "A problem",
             "content": {"application/problem+json": {"schema": problem_schema}},

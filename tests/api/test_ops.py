@@ -88,6 +88,15 @@ async def test_openapi_is_generated_from_models(gw: Gateway) -> None:
     } <= set(props)
     assert doc["components"]["schemas"]["SendRequest"]["additionalProperties"] is False
     assert "/callbacks/{provider}/dlr" in doc["paths"]
+    logs = doc["paths"]["/v1/logs"]["get"]
+    query = {p["name"] for p in logs["parameters"] if p["in"] == "query"}
+    assert query == {"campaign_id", "status", "provider", "route", "to", "since", "until",
+                     "limit", "cursor"}  # fmt: skip
+    imports = doc["paths"]["/v1/recipients:import"]["post"]["requestBody"]["content"]
+    assert set(imports) == {"application/x-ndjson", "text/csv"}
+    click = doc["paths"]["/c/{token}"]["get"]["responses"]
+    assert {"302", "404"} <= set(click)
+    assert {"200", "201"} <= set(doc["paths"]["/v1/recipients/{phone}"]["put"]["responses"])
 
 
 async def test_logs_mask_numbers(gw: Gateway) -> None:
