@@ -110,7 +110,7 @@ async def seed_demo_on_startup(app: web.Application) -> None:
                 f"  ops key:        {keys['ops_key']}",
                 f"  recipients:     {recipients} (segment demo_fund)",
                 f"  templates:      {', '.join(library_templates())}"
-                + (f" (updated: {', '.join(changed)})" if changed else ""),
+                + (f" (new versions: {', '.join(changed)})" if changed else ""),
                 "",
             ]
         ),
