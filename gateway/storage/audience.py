@@ -295,7 +295,7 @@ class SqliteAudience:
                     f" WHERE due_at < {PARKED} AND message_id IN ({queued})",
                     (campaign_id,),
                 )
-            elif state == "running" and current == "paused":
+            elif current == "paused" and state in ("running", "scheduled"):  # resumed
                 conn.execute(
                     f"UPDATE dispatch_queue SET due_at = due_at - {PARKED}"
                     f" WHERE due_at >= {PARKED} AND message_id IN ({queued})",
