@@ -159,6 +159,31 @@ async def test_failed_rich_report_sends_sms(gw: Gateway) -> None:
     )
 
 
+async def test_a_rich_failure_reported_again_sends_one_sms(gw: Gateway) -> None:
+    """The vendor's failure report sent twice (before and after the SMS went) gives one
+    fallback and one SMS; the SMS's own reports then settle the message."""
+    _vendor(gw).capable.add(NUMBER)
+    await _approve(gw)
+    message_id = await gw.send()
+    await _drain(gw)
+    failed = report_body((message_id, f"huawei-{message_id}", "failed"))
+    for _ in range(2):
+        await gw.client.post("/callbacks/huawei/dlr", data=failed[0], headers={"X-Signature": failed[1]})
+    await _drain(gw)
+    await gw.client.post("/callbacks/huawei/dlr", data=failed[0], headers={"X-Signature": failed[1]})
+    await _drain(gw)
+    assert len(gw.providers["cmcc"].submitted) == 1
+    msg = await gw.message(message_id)
+    assert [e["type"] for e in msg["events"]].count("fallback") == 1
+    submitted = [e for e in msg["events"] if e["type"] == "submitted"][-1]
+    delivered = report_body((message_id, submitted["provider_ref"], "delivered"))
+    for _ in range(2):
+        await gw.client.post("/callbacks/cmcc/dlr", data=delivered[0], headers={"X-Signature": delivered[1]})
+    msg = await gw.message(message_id)
+    assert msg["status"] == "delivered"
+    assert [e["type"] for e in msg["events"]].count("delivered") == 1
+
+
 async def test_delivered_rich_message_is_not_sent_again(gw: Gateway) -> None:
     """A rich message delivered in time never produces an SMS."""
     _vendor(gw).capable.add(NUMBER)
