@@ -843,9 +843,10 @@ def _apply_submitted(conn: sqlite3.Connection, subs: list[Submitted]) -> None:
             if o.wait_until is not None
         ],
     )
-    conn.executemany(
+    conn.executemany(  # handed over under a new reference: no report of it is seen yet
         "UPDATE messages SET route = ?, provider = ?, provider_ref = ?, updated_at = ?,"
-        " status = CASE WHEN status IN ('accepted', 'deferred') THEN 'submitted' ELSE status END"
+        " status = CASE WHEN status IN ('accepted', 'deferred') THEN 'submitted' ELSE status END,"
+        " reports = CASE WHEN provider_ref IS NULL OR provider_ref = ?3 THEN reports ELSE 0 END"
         " WHERE message_id = ?",
         [(o.route, o.provider, o.provider_ref, o.at, o.message_id) for o in subs],
     )
@@ -892,6 +893,7 @@ def _reroute(
 
 
 RICH_ROUTES = ("vendor_card", "carrier_rich")
+_REPORT_BITS = {"delivered": 1, "failed": 2, "displayed": 4}  # ``messages.reports``
 
 
 def _apply_reports(
@@ -899,8 +901,10 @@ def _apply_reports(
 ) -> list[ReportResult]:
     """A batch of reports with a handful of statements, not a handful per report.
 
-    Each (provider, reference, status) applies once (``report_seen``); statuses only move
-    forward; a rich route's failure reroutes to the SMS instead of failing the message.
+    Each (provider, reference, status) applies once: a message keeps a bit per report kind
+    for its current hand-over (``messages.reports``, reset when it is handed over under a
+    new reference); statuses only move forward; a rich route's failure reroutes to the SMS
+    instead of failing the message.
     """
     ids = list({r.message_id for r in reports})
     rows: dict[str, list[Any]] = {}
@@ -909,26 +913,13 @@ def _apply_reports(
         marks = ",".join("?" * len(chunk))
         for row in conn.execute(
             "SELECT message_id, tenant_id, provider, route, status, provider_ref, route_pref,"
-            " (SELECT lease_until FROM dispatch_queue q WHERE q.message_id = m.message_id)"
-            f" FROM messages m WHERE message_id IN ({marks})",
+            " (SELECT lease_until FROM dispatch_queue q WHERE q.message_id = m.message_id),"
+            f" reports FROM messages m WHERE message_id IN ({marks})",
             chunk,
         ):
             rows[row[0]] = list(row[1:])
-    refs = list({r.provider_ref for r in reports})
-    seen: set[tuple[str, str]] = set()
-    for start in range(0, len(refs), 500):
-        chunk = refs[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        seen.update(
-            (ref, st)
-            for ref, st in conn.execute(
-                "SELECT provider_ref, status FROM report_seen WHERE provider = ?"
-                f" AND provider_ref IN ({marks})",
-                (provider, *chunk),
-            )
-        )
     results: list[ReportResult] = []
-    new_seen: list[tuple[str, str, str]] = []
+    seen_now: dict[str, list[Any]] = {}  # messages whose report bits this batch sets
     events: list[tuple[str, str, float, str]] = []
     updates: list[tuple[Any, ...]] = []
     dequeue: list[tuple[str]] = []
@@ -937,16 +928,17 @@ def _apply_reports(
         if row is None:
             results.append(ReportResult(r.message_id, applied=False))
             continue
-        tenant_id, current_provider, route, current, current_ref, route_pref, lease = row
+        tenant_id, current_provider, route, current, current_ref, route_pref, lease, bits = row
         if not report_fits(current_provider, current_ref, lease, provider, r.provider_ref):
             # a late report of an earlier route, or another provider's: it settles nothing
             results.append(ReportResult(r.message_id, applied=False, tenant_id=tenant_id))
             continue
-        if (r.provider_ref, r.status) in seen:
+        bit = _REPORT_BITS[r.status]
+        if bits & bit:  # this kind of report for this hand-over came before
             results.append(ReportResult(r.message_id, applied=False, tenant_id=tenant_id))
             continue
-        seen.add((r.provider_ref, r.status))
-        new_seen.append((provider, r.provider_ref, r.status))
+        row[7] = bits | bit
+        seen_now[r.message_id] = row
         if r.status == "displayed":
             events.append(
                 (
@@ -1001,6 +993,7 @@ def _apply_reports(
                 r.error_code if status == Status.FAILED else None,
                 provider,
                 r.provider_ref,
+                row,  # its report bits as they stand at the end of the batch
                 r.message_id,
             )
         )
@@ -1019,14 +1012,15 @@ def _apply_reports(
         )
         results.append(ReportResult(r.message_id, True, status.value, tenant_id))
     conn.executemany(
-        "INSERT OR IGNORE INTO report_seen (provider, provider_ref, status) VALUES (?, ?, ?)",
-        new_seen,
-    )
-    conn.executemany(
         "UPDATE messages SET status = ?, updated_at = ?, reason = coalesce(?, reason),"
-        " provider = coalesce(provider, ?), provider_ref = coalesce(provider_ref, ?)"
-        " WHERE message_id = ?",
-        updates,
+        " provider = coalesce(provider, ?), provider_ref = coalesce(provider_ref, ?),"
+        " reports = ? WHERE message_id = ?",
+        [(*u[:5], u[5][7], u[6]) for u in updates],
+    )
+    moved = {u[6] for u in updates}
+    conn.executemany(  # the bits of the reports that moved no status (displayed, reroutes…)
+        "UPDATE messages SET reports = ? WHERE message_id = ?",
+        [(row[7], message_id) for message_id, row in seen_now.items() if message_id not in moved],
     )
     conn.executemany("DELETE FROM dispatch_queue WHERE message_id = ?", dequeue)
     conn.executemany("INSERT INTO events (message_id, type, at, data) VALUES (?, ?, ?, ?)", events)
