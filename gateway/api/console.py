@@ -30,6 +30,7 @@ from providers import signing
 
 COOKIE = "gw_console"
 SESSION_S = 8 * 3600
+MAX_SIGNED_OUT = 10_000  # sessions ended early, remembered until they expire
 
 
 @lru_cache(maxsize=8)
@@ -69,7 +70,9 @@ async def _principal(request: web.Request) -> Principal | None:
         return await auth.authenticate(header)  # a wrong key is a 401, as on the API
     cookie = request.cookies.get(COOKIE, "")
     parts = cookie.split(":")
-    if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) < time.time():
+    if not cookie.isascii() or len(parts) != 3 or not parts[1].isdigit():
+        return None  # not one we made (compare_digest refuses non-ASCII text: no 500)
+    if int(parts[1]) < time.time() or cookie in request.app[SERVICES].signed_out:
         return None
     expected = _session_value(request, parts[0], int(parts[1]))
     if not hmac.compare_digest(expected, cookie):
@@ -93,6 +96,7 @@ async def overview(request: web.Request) -> web.Response:
         page="overview",
         principal=principal,
         counts=sorted(counts.items()),
+        sample=f"{len(rows):,}",
         providers=services.dispatcher.provider_views(),
     )
 
@@ -122,9 +126,26 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
+    """Ends the session here too, not only in the browser: a copy of the cookie no longer
+    signs in (until it would have expired anyway; this process remembers, a restart does
+    not)."""
+    cookie = request.cookies.get(COOKIE, "")
+    parts = cookie.split(":")
+    if cookie.isascii() and len(parts) == 3 and parts[1].isdigit():
+        signed_out = request.app[SERVICES].signed_out
+        now = time.time()
+        for stale in [c for c, until in signed_out.items() if until < now]:
+            del signed_out[stale]
+        if len(signed_out) < MAX_SIGNED_OUT:
+            signed_out[cookie] = float(parts[1])
     response = web.HTTPSeeOther("/console")
     response.del_cookie(COOKIE, path="/console")
     raise response
+
+
+async def login_page(request: web.Request) -> web.Response:
+    """The sign-in form's own address, reloaded or bookmarked: the console's front page."""
+    raise web.HTTPSeeOther("/console")
 
 
 async def logs_page(request: web.Request) -> web.Response:
@@ -224,7 +245,8 @@ ENDPOINTS = [
         "GET", "/console", overview, "The ops console (sign in with a key)", None, tag="console"
     ),
     Endpoint("POST", "/console/login", login, "Console sign-in (form: key)", None, tag="console"),
-    Endpoint("GET", "/console/logout", logout, "Console sign-out", None, tag="console"),
+    Endpoint("GET", "/console/login", login_page, "Console sign-in page", None, tag="console"),
+    Endpoint("POST", "/console/logout", logout, "Console sign-out", None, tag="console"),
     Endpoint("GET", "/console/logs", logs_page, "The delivery log", None, tag="console"),
     Endpoint(
         "GET",

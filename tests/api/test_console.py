@@ -25,8 +25,29 @@ async def test_sign_in_and_pages(gw: Gateway) -> None:
     assert "+86138****5678" in logs and "13812345678" not in logs  # ops: masked
     templates = await (await gw.client.get("/console/templates")).text()
     assert "fund_due" in templates and "<iframe" in templates
-    await gw.client.get("/console/logout")
+    assert "newest 1 messages" in text  # the overview says what its counts are of
+    await gw.client.post("/console/logout")
     assert 'name="key"' in await (await gw.client.get("/console")).text()
+
+
+async def test_a_signed_out_session_cookie_signs_nobody_in(gw: Gateway) -> None:
+    """After sign-out a copy of the session cookie no longer works (the server ends it too,
+    not only the browser)."""
+    ok = await gw.client.post(
+        "/console/login", data={"key": gw.keys["bank_a"]["ops_key"]}, allow_redirects=False
+    )
+    copy = ok.cookies["gw_console"].value
+    assert (await gw.client.get("/console/logs", allow_redirects=False)).status == 200
+    await gw.client.post("/console/logout")
+    gw.client.session.cookie_jar.update_cookies({"gw_console": copy})
+    resp = await gw.client.get("/console/logs", allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/console"
+
+
+async def test_the_sign_in_address_reloaded_shows_the_sign_in_page(gw: Gateway) -> None:
+    """GET /console/login (a reload after a failed sign-in, a bookmark) leads to the form."""
+    resp = await gw.client.get("/console/login")
+    assert resp.status == 200 and 'name="key"' in await resp.text()
 
 
 async def test_scripts_may_send_the_header(gw: Gateway) -> None:
@@ -37,7 +58,9 @@ async def test_scripts_may_send_the_header(gw: Gateway) -> None:
 
 
 async def test_forged_cookie_is_not_a_session(gw: Gateway) -> None:
-    """A cookie the gateway did not sign signs nobody in."""
-    gw.client.session.cookie_jar.update_cookies({"gw_console": "abc:9999999999:00"})
-    resp = await gw.client.get("/console/logs", allow_redirects=False)
-    assert resp.status == 303 and resp.headers["Location"] == "/console"
+    """A cookie the gateway did not sign signs nobody in, whatever characters it holds."""
+    for forged in ("abc:9999999999:00", "é:9999999999:x", "abc:٩٩٩٩٩٩٩٩٩٩:00"):
+        resp = await gw.client.get(
+            "/console/logs", headers={"Cookie": f"gw_console={forged}"}, allow_redirects=False
+        )
+        assert resp.status == 303 and resp.headers["Location"] == "/console", forged
