@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway.app import build_store, create_app, ensure_var_dir
 from gateway.clock import SystemClock
 from gateway.demo import seed_demo_on_startup
+from gateway.demo_media import serve_demo_media
 from gateway.eventloop import new_event_loop
 from gateway.logging import configure_logging
 from gateway.settings import Settings
@@ -73,6 +74,7 @@ def serve(args: argparse.Namespace) -> None:
     try:
         app = create_app(settings)
         if args.seed_demo:
+            serve_demo_media(app)
             app.on_startup.append(seed_demo_on_startup)
         app.on_startup.append(_freeze_heap)
         web.run_app(

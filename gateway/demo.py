@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from cards.models import TemplateSpec, template_dump
+from gateway.demo_media import LIBRARY_MEDIA, PATH
 from gateway.errors import Conflict
 from gateway.keys import SERVICES
 from gateway.usecases.tenants import create_tenant, hash_key, new_key
@@ -18,13 +19,25 @@ LIBRARY = Path(__file__).resolve().parent.parent / "cards" / "library"
 DEMO_TENANT = "demo"
 
 
-def library_brands(library: Path = LIBRARY) -> dict[str, dict[str, Any]]:
-    return json.loads((library / "brands.json").read_text(encoding="utf-8"))
+def _read(path: Path, media_base: str | None) -> Any:
+    text = path.read_text(encoding="utf-8")
+    return json.loads(text if media_base is None else text.replace(LIBRARY_MEDIA, media_base))
 
 
-def library_templates(library: Path = LIBRARY) -> dict[str, dict[str, Any]]:
+def library_brands(
+    library: Path = LIBRARY, media_base: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """The library's brands; ``media_base`` stands in for the files' picture host."""
+    brands: dict[str, dict[str, Any]] = _read(library / "brands.json", media_base)
+    return brands
+
+
+def library_templates(
+    library: Path = LIBRARY, media_base: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """The library's templates by id; ``media_base`` stands in for the files' picture host."""
     return {
-        path.stem: json.loads(path.read_text(encoding="utf-8"))
+        path.stem: _read(path, media_base)
         for path in sorted(library.glob("*.json"))
         if path.name != "brands.json"
     }
@@ -50,13 +63,15 @@ async def load_recipients(app: web.Application, tenant_id: str, library: Path = 
     return result.created + result.updated
 
 
-async def load_library(app: web.Application, tenant_id: str, library: Path = LIBRARY) -> list[str]:
+async def load_library(
+    app: web.Application, tenant_id: str, library: Path = LIBRARY, media_base: str | None = None
+) -> list[str]:
     """Puts the library's brands, and each template whose file differs from its latest version."""
     services = app[SERVICES]
-    for brand_id, body in library_brands(library).items():
+    for brand_id, body in library_brands(library, media_base).items():
         await services.catalog.put_brand(tenant_id, brand_id, body)
     changed = []
-    for template_id, body in library_templates(library).items():
+    for template_id, body in library_templates(library, media_base).items():
         latest = await services.catalog.template(tenant_id, template_id)
         wanted = template_dump(TemplateSpec.model_validate(body))
         if latest is None or latest.record.body != wanted:
@@ -94,7 +109,8 @@ async def demo_keys(app: web.Application) -> dict[str, str]:
 async def seed_demo_on_startup(app: web.Application) -> None:
     services = app[SERVICES]
     keys = await demo_keys(app)
-    changed = await load_library(app, DEMO_TENANT)
+    media_base = services.settings.base_url + PATH  # the pictures, served by ourselves
+    changed = await load_library(app, DEMO_TENANT, media_base=media_base)
     recipients = await load_recipients(app, DEMO_TENANT)
     base = services.settings.base_url
     print(
