@@ -63,21 +63,30 @@ def _session_value(request: web.Request, key_hash: str, expires: int) -> str:
     return f"{body}:{sig}"
 
 
+def _session(request: web.Request) -> tuple[str, str, int] | None:
+    """The request's session cookie, its key hash and its expiry, if it is one we signed
+    that has not expired (signed out or not)."""
+    cookie = request.cookies.get(COOKIE, "")
+    parts = cookie.split(":")
+    if not cookie.isascii() or len(parts) != 3 or not parts[1].isdigit():
+        return None  # not one we made (compare_digest refuses non-ASCII text: no 500)
+    expires = int(parts[1])
+    if expires < time.time():
+        return None
+    if not hmac.compare_digest(_session_value(request, parts[0], expires), cookie):
+        return None
+    return cookie, parts[0], expires
+
+
 async def _principal(request: web.Request) -> Principal | None:
     auth = request.app[SERVICES].auth
     header = request.headers.get("Authorization")
     if header:
         return await auth.authenticate(header)  # a wrong key is a 401, as on the API
-    cookie = request.cookies.get(COOKIE, "")
-    parts = cookie.split(":")
-    if not cookie.isascii() or len(parts) != 3 or not parts[1].isdigit():
-        return None  # not one we made (compare_digest refuses non-ASCII text: no 500)
-    if int(parts[1]) < time.time() or cookie in request.app[SERVICES].signed_out:
+    session = _session(request)
+    if session is None or session[0] in request.app[SERVICES].signed_out:
         return None
-    expected = _session_value(request, parts[0], int(parts[1]))
-    if not hmac.compare_digest(expected, cookie):
-        return None
-    found = await request.app[SERVICES].store.find_key(parts[0])
+    found = await request.app[SERVICES].store.find_key(session[1])
     return Principal(*found) if found else None
 
 
@@ -129,15 +138,14 @@ async def logout(request: web.Request) -> web.Response:
     """Ends the session here too, not only in the browser: a copy of the cookie no longer
     signs in (until it would have expired anyway; this process remembers, a restart does
     not)."""
-    cookie = request.cookies.get(COOKIE, "")
-    parts = cookie.split(":")
-    if cookie.isascii() and len(parts) == 3 and parts[1].isdigit():
+    session = _session(request)  # only sessions we signed: forged ones cannot fill the list
+    if session is not None:
         signed_out = request.app[SERVICES].signed_out
         now = time.time()
         for stale in [c for c, until in signed_out.items() if until < now]:
             del signed_out[stale]
         if len(signed_out) < MAX_SIGNED_OUT:
-            signed_out[cookie] = float(parts[1])
+            signed_out[session[0]] = float(session[2])
     response = web.HTTPSeeOther("/console")
     response.del_cookie(COOKIE, path="/console")
     raise response

@@ -42,6 +42,10 @@ async def test_a_signed_out_session_cookie_signs_nobody_in(gw: Gateway) -> None:
     gw.client.session.cookie_jar.update_cookies({"gw_console": copy})
     resp = await gw.client.get("/console/logs", allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/console"
+    assert list(gw.services.signed_out) == [copy]
+    # a sign-out with a cookie we never signed is not remembered (nobody fills the list)
+    await gw.client.post("/console/logout", headers={"Cookie": "gw_console=abc:9999999999:00"})
+    assert list(gw.services.signed_out) == [copy]
 
 
 async def test_the_sign_in_address_reloaded_shows_the_sign_in_page(gw: Gateway) -> None:
