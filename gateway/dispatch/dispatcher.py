@@ -36,6 +36,7 @@ from gateway.dispatch.policy import SendPolicy
 from gateway.dispatch.ports import Provider, Submission
 from gateway.domain.messages import (
     FINAL,
+    RICH_ROUTES,
     Deferred,
     Expired,
     Failed,
@@ -57,7 +58,7 @@ from gateway.storage.base import Store
 
 log = get_logger("gateway.dispatch")
 
-RICH = frozenset({"vendor_card", "carrier_rich"})
+RICH = frozenset(RICH_ROUTES)
 
 
 class Approvals(Protocol):
@@ -406,8 +407,9 @@ class Dispatcher:
                         self.capabilities.forget(p.message.to)
                     outcomes.append(self._failure(p, name, route, r.error, now))
                 else:
-                    rich = route in RICH
-                    wait = now + self._settings.rich_timeout_s if rich else p.message.expires_at
+                    # its report is awaited until the rich timeout, or an SMS's expiry
+                    rich_until = now + self._settings.rich_timeout_s
+                    wait = rich_until if route in RICH else p.message.expires_at
                     outcomes.append(
                         Submitted(
                             p.message.id,

@@ -302,7 +302,10 @@ def report_fits(
     return current_provider == provider and current_ref in (None, provider_ref)
 
 
+RICH_ROUTES = ("vendor_card", "carrier_rich")  # the routes that carry a card
+
+
 def wait_stage(route: str) -> str:
     """What a submitted message waits in the queue for: a rich route's report (or else its
     fallback), or an SMS's report (or else its expiry)."""
-    return "rich_wait" if route in ("vendor_card", "carrier_rich") else "report_wait"
+    return "rich_wait" if route in RICH_ROUTES else "report_wait"

@@ -10,6 +10,7 @@ from typing import Any
 from gateway.dispatch.ports import DeliveryReport
 from gateway.domain.messages import (
     RELEASED_LEASE,
+    RICH_ROUTES,
     Deferred,
     Event,
     Expired,
@@ -485,7 +486,7 @@ class MemoryStore:
             due_at=at,
             lease_until=0.0,
             stage="send",
-            exclude=("vendor_card", "carrier_rich"),
+            exclude=RICH_ROUTES,
             ref_suffix=ref_suffix,
         )
 
@@ -528,7 +529,7 @@ class MemoryStore:
             status = Status.DELIVERED if r.status == "delivered" else Status.FAILED
             if (
                 status == Status.FAILED
-                and rec.route in ("vendor_card", "carrier_rich")
+                and rec.route in RICH_ROUTES
                 and rec.provider == provider
                 and rec.status == Status.SUBMITTED
                 and "sms" in rec.new.route_pref

@@ -13,6 +13,7 @@ import orjson
 from gateway.dispatch.ports import DeliveryReport
 from gateway.domain.messages import (
     RELEASED_LEASE,
+    RICH_ROUTES,
     Deferred,
     Event,
     Expired,
@@ -892,7 +893,6 @@ def _reroute(
     )
 
 
-RICH_ROUTES = ("vendor_card", "carrier_rich")
 _REPORT_BITS = {"delivered": 1, "failed": 2, "displayed": 4}  # ``messages.reports``
 
 
@@ -921,7 +921,9 @@ def _apply_reports(
     results: list[ReportResult] = []
     seen_now: dict[str, list[Any]] = {}  # messages whose report bits this batch sets
     events: list[tuple[str, str, float, str]] = []
-    updates: list[tuple[Any, ...]] = []
+    # each message's one status change this batch (a final status is never left): its
+    # report bits are added at the end, when every report of the batch has set its own
+    updates: dict[str, tuple[Any, ...]] = {}
     dequeue: list[tuple[str]] = []
     for r in reports:
         row = rows.get(r.message_id)
@@ -986,16 +988,12 @@ def _apply_reports(
         row[3] = status  # a later report in this batch sees this one
         if current_provider is None:
             row[1] = provider
-        updates.append(
-            (
-                status.value,
-                now,
-                r.error_code if status == Status.FAILED else None,
-                provider,
-                r.provider_ref,
-                row,  # its report bits as they stand at the end of the batch
-                r.message_id,
-            )
+        updates[r.message_id] = (
+            status.value,
+            now,
+            r.error_code if status == Status.FAILED else None,
+            provider,
+            r.provider_ref,
         )
         dequeue.append((r.message_id,))
         events.append(
@@ -1015,12 +1013,11 @@ def _apply_reports(
         "UPDATE messages SET status = ?, updated_at = ?, reason = coalesce(?, reason),"
         " provider = coalesce(provider, ?), provider_ref = coalesce(provider_ref, ?),"
         " reports = ? WHERE message_id = ?",
-        [(*u[:5], u[5][7], u[6]) for u in updates],
+        [(*u, seen_now[mid][7], mid) for mid, u in updates.items()],
     )
-    moved = {u[6] for u in updates}
     conn.executemany(  # the bits of the reports that moved no status (displayed, reroutes…)
         "UPDATE messages SET reports = ? WHERE message_id = ?",
-        [(row[7], message_id) for message_id, row in seen_now.items() if message_id not in moved],
+        [(row[7], mid) for mid, row in seen_now.items() if mid not in updates],
     )
     conn.executemany("DELETE FROM dispatch_queue WHERE message_id = ?", dequeue)
     conn.executemany("INSERT INTO events (message_id, type, at, data) VALUES (?, ?, ?, ?)", events)
