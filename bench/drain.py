@@ -241,6 +241,14 @@ def _cpu_fact(pids: dict[str, int], before: dict[str, float], wall: float) -> st
     return "CPU during the drain, % of one core: " + ", ".join(parts)
 
 
+def _mock_profile(s: profile.Summary, raw: Path) -> str:
+    top = ", ".join(f"{pct:.1f}% `{frame}`" for frame, pct in s.self_functions[:8])
+    return (
+        f"mock providers' profile ({s.samples} samples of {s.thread}, collapsed stacks in "
+        f"`{raw.name}`), self time by function: {top}"
+    )
+
+
 def drain(opts: Options, seed: Seed, latency_ms: int) -> Outcome:
     name = f"drain-{latency_ms}ms"
     n = seed.messages
@@ -265,8 +273,9 @@ def drain(opts: Options, seed: Seed, latency_ms: int) -> Outcome:
             log=cwd / "mock.log",
         )
         gw: procs.Proc | None = None
-        spy = None
+        spy = mock_spy = None
         raw = opts.out_dir / f"profile-{name}.txt"
+        mock_raw = opts.out_dir / f"profile-{name}-mock.txt"
         summary = None
         code, stop_s, early = None, 0.0, None
         try:
@@ -282,22 +291,26 @@ def drain(opts: Options, seed: Seed, latency_ms: int) -> Outcome:
             steal0, total0 = procs.host_cpu_ticks()
             if opts.profile:
                 spy = profile.start(gw.pid, DRAIN_BOUND_S, raw)
+                mock_spy = profile.start(mock.pid, DRAIN_BOUND_S, mock_raw)
             _log(f"{name}: /readyz answered {t0 - spawned:.1f} s after start; draining")
             poll = _poll(db, t0, gw)
             wall = max(1e-9, time.monotonic() - t0)
             steal1, total1 = procs.host_cpu_ticks()
             steal = 100 * (steal1 - steal0) / max(1, total1 - total0)
             facts.append(_cpu_fact(pids, cpu0, wall) + f"; CPU steal by the host {steal:.1f}%")
-            if spy is not None:
+            if spy is not None and mock_spy is not None:
                 profile.stop(spy)
+                profile.stop(mock_spy)
                 summary = profile.summarize(raw)
+                facts.append(_mock_profile(profile.summarize(mock_raw), mock_raw))
             stats: dict[str, dict[str, int]] = json.loads(
                 procs.get_json_text(f"http://127.0.0.1:{mock_port}/_mock/stats")
             )
         finally:
-            if spy is not None and spy.poll() is None:
-                spy.kill()
-                spy.wait()
+            for running in (spy, mock_spy):
+                if running is not None and running.poll() is None:
+                    running.kill()
+                    running.wait()
             if gw is not None:
                 early = gw.popen.poll()  # None: still running, as it should be
                 t_stop = time.monotonic()

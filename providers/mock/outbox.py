@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import deque
 from collections.abc import Callable
 from itertools import count
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import structlog
@@ -23,6 +24,7 @@ log = structlog.get_logger(__name__)
 
 BATCH_SIZE = 100
 FLUSH_INTERVAL_S = 0.05
+TAKE_INTERVAL_S = 0.01
 FIRST_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
 MAX_ATTEMPTS = 20
@@ -32,11 +34,25 @@ Destination = tuple[str, str, str]  # (provider, callback_url, envelope)
 FollowUp = tuple[float, Event]  # (delay in seconds after the first is due, event)
 
 
+class _Due(NamedTuple):
+    at: float  # the loop's clock
+    key: int
+    provider: str
+    callback_url: str
+    event: Event
+    then: FollowUp | None
+    ref: str | None
+
+
 class ReportOutbox:
     """Holds events until due, then POSTs them in batches of up to 100 per callback URL and kind.
 
-    A background task flushes every 50 ms, or at once when 100 are pending for
-    one URL. A failed batch is retried with backoff (0.2 s doubling to 5 s, 20
+    Events wait in one first-in-first-out queue per delay: every event of a queue was
+    scheduled with the same delay on a monotonic clock, so the queue is in due order
+    and taking what is due costs nothing for what is not (a timer per event cost
+    more than the rest of taking a message). A background task takes what is due
+    every 10 ms and flushes every 50 ms, or at once when 100 are pending for one
+    URL. A failed batch is retried with backoff (0.2 s doubling to 5 s, 20
     attempts) in its own task, so one unreachable gateway holds up no other.
     """
 
@@ -53,8 +69,8 @@ class ReportOutbox:
         self._flush_interval_s = flush_interval_s
         self._first_backoff_s = first_backoff_s
         self._pending: dict[Destination, list[dict[str, Any]]] = {}
-        self._timers: dict[int, asyncio.TimerHandle] = {}
-        self._refs: dict[int, tuple[str, str]] = {}  # timer → (provider, client_ref)
+        self._queues: dict[float, deque[_Due]] = {}
+        self._recalled: set[int] = set()
         self._ids = count()
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -64,10 +80,9 @@ class ReportOutbox:
         self._flusher = asyncio.create_task(self._run(), name="mock-callback-flusher")
 
     async def close(self) -> None:
-        """Cancel timers, the flusher and every delivery in flight; pending events are lost."""
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        """Drop what is not due, cancel the flusher and every delivery in flight."""
+        self._queues.clear()
+        self._recalled.clear()
         tasks = [*self._tasks, *([self._flusher] if self._flusher else [])]
         for task in tasks:
             task.cancel()
@@ -90,42 +105,52 @@ class ReportOutbox:
         ``then`` is queued once ``event`` is due, after its own delay, so it is
         never sent before ``event`` is (e.g. DISPLAYED after DELIVERED).
         """
-        key = next(self._ids)
-        loop = asyncio.get_running_loop()
-        self._timers[key] = loop.call_later(
-            delay_s, self._due, key, provider, callback_url, event, then
-        )
-        if ref is not None:
-            self._refs[key] = (provider, ref)
+        delay_s = max(0.0, delay_s)
+        queue = self._queues.get(delay_s)
+        if queue is None:
+            queue = self._queues[delay_s] = deque()
+        at = asyncio.get_running_loop().time() + delay_s
+        queue.append(_Due(at, next(self._ids), provider, callback_url, event, then, ref))
+        if delay_s == 0:
+            self._wake.set()
 
     def recall(self, provider: str, ref: str) -> bool:
         """Cancels the reports not yet due for ``ref``: the phone never got the message."""
-        keys = [k for k, v in self._refs.items() if v == (provider, ref)]
-        for key in keys:
-            self._refs.pop(key, None)
-            timer = self._timers.pop(key, None)
-            if timer is not None:
-                timer.cancel()
-        return bool(keys)
+        found = False
+        for queue in self._queues.values():
+            for due in queue:
+                if due.ref == ref and due.provider == provider and due.key not in self._recalled:
+                    self._recalled.add(due.key)
+                    found = True
+        return found
 
-    def _due(
-        self, key: int, provider: str, callback_url: str, event: Event, then: FollowUp | None
-    ) -> None:
-        self._timers.pop(key, None)
-        self._refs.pop(key, None)
-        pending = self._pending.setdefault((provider, callback_url, event.envelope), [])
-        pending.append(event.render())
-        if len(pending) >= BATCH_SIZE:
-            self._wake.set()
-        if then is not None:
-            self.schedule(then[0], provider, callback_url, then[1])
+    def _take_due(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for queue in list(self._queues.values()):
+            while queue and queue[0].at <= now:
+                due = queue.popleft()
+                if due.key in self._recalled:
+                    self._recalled.discard(due.key)
+                    continue
+                dest = (due.provider, due.callback_url, due.event.envelope)
+                pending = self._pending.setdefault(dest, [])
+                pending.append(due.event.render())
+                if due.then is not None:
+                    delay_s, event = due.then
+                    self.schedule(delay_s, due.provider, due.callback_url, event)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        flushed = loop.time()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._flush_interval_s)
+                await asyncio.wait_for(self._wake.wait(), TAKE_INTERVAL_S)
             self._wake.clear()
-            self._flush()
+            self._take_due()
+            full = any(len(items) >= BATCH_SIZE for items in self._pending.values())
+            if full or loop.time() - flushed >= self._flush_interval_s:
+                flushed = loop.time()
+                self._flush()
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, {}
