@@ -68,6 +68,14 @@ class Metrics:
         )
 
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._status_children: dict[str, Any] = {}
+
+    def entered(self, status: str, count: int = 1) -> None:
+        """``count`` messages entered ``status`` (the labelled child looked up once)."""
+        child = self._status_children.get(status)
+        if child is None:
+            child = self._status_children[status] = self.messages.labels(status)
+        child.inc(count)
 
     def update_providers(self, views: list[dict[str, Any]]) -> None:
         for v in views:

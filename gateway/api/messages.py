@@ -74,7 +74,7 @@ async def revoke_message(request: web.Request) -> web.Response:
         path_id(request, "message_id"),
     )
     if out["status"] == "revoked":
-        services.metrics.messages.labels("revoked").inc()
+        services.metrics.entered("revoked")
     return respond(out)
 
 

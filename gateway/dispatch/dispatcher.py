@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -288,12 +288,15 @@ class Dispatcher:
             capabilities = await self.capabilities.resolve(wants_rich)
         blocked = frozenset(n for n, h in self._health.items() if h.breaker.blocked())
         out: list[_Planned | Outcome] = []
+        approvals: dict[tuple[str, str, int], frozenset[str]] = {}  # asked once a round
         for q in messages:
             approved: frozenset[str] = frozenset()
             if q.rendered.card is not None and "vendor_card" in q.route_pref:
-                approved = await self.approvals.approved_vendors(
-                    q.tenant_id, q.template_id, q.template_version
-                )
+                version = (q.tenant_id, q.template_id, q.template_version)
+                found = approvals.get(version)
+                if found is None:
+                    found = approvals[version] = await self.approvals.approved_vendors(*version)
+                approved = found
             plan = plan_route(
                 q.route_pref,
                 carrier=carriers[q.id] if carriers[q.id] in self._providers else None,
@@ -464,13 +467,11 @@ class Dispatcher:
             # The leases run out and the messages are claimed again: never lost.
             log.exception("record_outcomes_failed", count=len(outcomes))
             return
-        rerouted = False
-        for o in outcomes:
-            status = _STATUS_OF.get(type(o))
+        entered = Counter(_STATUS_OF.get(type(o)) for o in outcomes)
+        for status, count in entered.items():
             if status:
-                self._metrics.messages.labels(status).inc()
-            rerouted = rerouted or isinstance(o, Reroute)
-        if rerouted:
+                self._metrics.entered(status, count)
+        if entered["rerouted"]:
             self.wake()
 
 

@@ -74,6 +74,9 @@ class SqliteStore:
         self._writer: SqliteWriter | None = None
         self._reader: aiosqlite.Connection | None = None
         self._point: sqlite3.Connection | None = None
+        # whether a tenant overrides any number's carrier; this process is the database's
+        # only writer (see release_leases), so the answer stays exact
+        self._ported: dict[str, bool] = {}
 
     # lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -336,9 +339,20 @@ class SqliteStore:
                 " carrier = excluded.carrier, updated_at = excluded.updated_at"
             )
             params = (tenant_id, number, carrier, now)  # type: ignore[assignment]
+            self._ported[tenant_id] = True  # before the write: "maybe" is always safe
         await self.writer.run(lambda conn: conn.execute(sql, params))
+        if carrier is None:
+            self._ported.pop(tenant_id, None)  # perhaps none left: asked again next time
 
     async def portability(self, tenant_id: str, numbers: Sequence[str]) -> dict[str, str]:
+        ported = self._ported.get(tenant_id)
+        if ported is None:
+            row = await self._one(
+                "SELECT 1 FROM portability WHERE tenant_id = ? LIMIT 1", (tenant_id,)
+            )
+            ported = self._ported.setdefault(tenant_id, row is not None)
+        if not ported:  # most tenants override no number: no query per dispatch round
+            return {}
         out: dict[str, str] = {}
         numbers = list(numbers)
         for start in range(0, len(numbers), 500):
@@ -634,27 +648,27 @@ class SqliteStore:
                     chunk,
                 ):
                     attempts, stage, exclude, ref_suffix = queued[r[0]]
-                    out.append(
+                    out.append(  # positionally, in QueuedMessage's order: thousands a second
                         QueuedMessage(
-                            id=r[0],
-                            tenant_id=r[1],
-                            to=r[2],
-                            category=r[3],
-                            rendered=Rendered.from_dict(orjson.loads(r[4])),
-                            route_pref=tuple(p for p in r[5].split(",") if p),
-                            attempts=attempts,
-                            expires_at=r[6],
-                            status=r[7],
-                            template_id=r[8],
-                            template_version=r[9],
-                            stage=stage,
-                            exclude=tuple(p for p in exclude.split(",") if p),
-                            ref_suffix=ref_suffix,
-                            route=r[10],
-                            provider=r[11],
-                            campaign_id=r[12],
-                            timezone=r[13],
-                            policy=orjson.loads(r[14]) if r[14] else None,
+                            r[0],  # id
+                            r[1],  # tenant_id
+                            r[2],  # to
+                            r[3],  # category
+                            Rendered.from_dict(orjson.loads(r[4])),
+                            _routes(r[5]),  # route_pref
+                            attempts,
+                            r[6],  # expires_at
+                            r[7],  # status
+                            r[8],  # template_id
+                            r[9],  # template_version
+                            stage,
+                            _routes(exclude),
+                            ref_suffix,
+                            r[10],  # route
+                            r[11],  # provider
+                            r[12],  # campaign_id
+                            r[13],  # timezone
+                            orjson.loads(r[14]) if r[14] else None,  # policy
                         )
                     )
             out.sort(key=lambda q: q.id)
@@ -872,6 +886,19 @@ def _apply_submitted(conn: sqlite3.Connection, subs: list[Submitted]) -> None:
             for o in subs
         ],
     )
+
+
+_ROUTE_LISTS: dict[str, tuple[str, ...]] = {}
+
+
+def _routes(stored: str) -> tuple[str, ...]:
+    """``"vendor_card,sms"`` → ``("vendor_card", "sms")``; the few lists there are, kept."""
+    routes = _ROUTE_LISTS.get(stored)
+    if routes is None:
+        routes = tuple(p for p in stored.split(",") if p)
+        if len(_ROUTE_LISTS) < 1024:
+            _ROUTE_LISTS[stored] = routes
+    return routes
 
 
 def _compact(data: dict[str, Any]) -> dict[str, Any]:

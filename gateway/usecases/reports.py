@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -48,10 +49,13 @@ async def receive_reports(
     except ValueError as exc:
         raise InvalidInput.field(["body"], f"not a delivery report batch: {exc}") from None
     results = await store.apply_reports(name, reports, clock.now())
-    for r in results:
-        metrics.reports.labels(name, "applied" if r.applied else "ignored").inc()
-        if r.applied and r.status:
-            metrics.messages.labels(r.status).inc()
+    applied = [r for r in results if r.applied]
+    if applied:
+        metrics.reports.labels(name, "applied").inc(len(applied))
+    if len(applied) < len(results):
+        metrics.reports.labels(name, "ignored").inc(len(results) - len(applied))
+    for status, count in Counter(r.status for r in applied if r.status).items():
+        metrics.entered(status, count)
     return results
 
 

@@ -224,3 +224,18 @@ async def test_idempotency_purge(db: Store) -> None:
     assert await db.purge_idempotency(NOW - 50) == 1
     assert await db.get_idempotency("t1", "old") is None
     assert await db.get_idempotency("t1", "new") is not None
+
+
+async def test_portability_is_seen_as_soon_as_it_is_set_or_removed(db: Store) -> None:
+    """An override is answered right after it is set, and gone right after it is removed,
+    however often the tenant's (empty) overrides were asked for before."""
+    numbers = ["+8613812345678", "+8613900000000"]
+    assert await db.portability("t1", numbers) == {}
+    assert await db.portability("t1", numbers) == {}
+    await db.set_portability("t1", numbers[0], "ctcc", NOW)
+    assert await db.portability("t1", numbers) == {numbers[0]: "ctcc"}
+    assert await db.portability("t2", numbers) == {}  # another tenant's override is not ours
+    await db.set_portability("t1", numbers[0], None, NOW)
+    assert await db.portability("t1", numbers) == {}
+    await db.set_portability("t1", numbers[1], "cucc", NOW)
+    assert await db.portability("t1", numbers) == {numbers[1]: "cucc"}
