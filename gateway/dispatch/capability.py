@@ -67,8 +67,13 @@ class CapabilityCache:
         vendor_answers, carrier_answers, failed = await self._lookup(missing)
         if len(self._cache) + len(missing) > self._max:
             self._cache.clear()
+        vendor_of: dict[str, str] = {}  # the first vendor, in VENDORS' order, that can show it
+        for v in VENDORS:
+            for number, capable in vendor_answers.get(v, {}).items():
+                if capable:
+                    vendor_of.setdefault(number, v)
         for number, carrier in missing.items():
-            vendor = next((v for v in VENDORS if vendor_answers.get(v, {}).get(number)), None)
+            vendor = vendor_of.get(number)
             rich = bool(carrier and carrier_answers.get(carrier, {}).get(number))
             capability = _CAPABILITIES[_CODE[Capability(vendor, rich)]]
             ttl = self._failure_ttl_s if failed else self._ttl_s

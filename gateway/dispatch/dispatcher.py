@@ -22,6 +22,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 from aiolimiter import AsyncLimiter
@@ -59,6 +60,7 @@ from gateway.storage.base import Store
 log = get_logger("gateway.dispatch")
 
 RICH = frozenset(RICH_ROUTES)
+_NOTHING: frozenset[str] = frozenset()
 
 
 class Approvals(Protocol):
@@ -280,8 +282,7 @@ class Dispatcher:
         wants_rich = {
             q.to: carriers[q.id]
             for q in messages
-            if q.rendered.card is not None
-            and any(r in RICH and r not in q.exclude for r in q.route_pref)
+            if q.rendered.card is not None and _may_go_rich(q.route_pref, q.exclude)
         }
         capabilities: dict[str, Capability] = {}
         if wants_rich:
@@ -304,7 +305,7 @@ class Dispatcher:
                 has_card=q.rendered.card is not None,
                 approved_vendors=approved,
                 open_circuits=blocked,
-                exclude=frozenset(q.exclude),
+                exclude=frozenset(q.exclude) if q.exclude else _NOTHING,
             )
             out.append(self._first_sendable(q, plan.candidates, list(plan.skipped), now))
         return out
@@ -473,6 +474,12 @@ class Dispatcher:
                 self._metrics.entered(status, count)
         if entered["rerouted"]:
             self.wake()
+
+
+@lru_cache(maxsize=256)
+def _may_go_rich(route_pref: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+    """Whether a rich route is left to try (the few combinations there are, worked out once)."""
+    return any(r in RICH and r not in exclude for r in route_pref)
 
 
 def _has_sms(q: QueuedMessage) -> bool:

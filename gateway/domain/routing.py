@@ -55,6 +55,17 @@ class Candidate:
     provider: str
 
 
+_CANDIDATES: dict[tuple[str, str], Candidate] = {}
+
+
+def _candidate(route: str, provider: str) -> Candidate:
+    """The one ``Candidate`` of each (route, provider): few, and planned thousands a second."""
+    found = _CANDIDATES.get((route, provider))
+    if found is None:
+        found = _CANDIDATES.setdefault((route, provider), Candidate(route, provider))
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class RoutePlan:
     """The routes to try, in order, and why each preferred route before them was passed over."""
@@ -109,7 +120,7 @@ def plan_route(
         if reason is None and provider in open_circuits and route != "sms":
             reason = "circuit_open"
         if reason is None and provider is not None:
-            candidates.append(Candidate(route, provider))
+            candidates.append(_candidate(route, provider))
         else:
             skipped.append((route, reason or "no_provider"))
     return RoutePlan(tuple(candidates), tuple(skipped))
