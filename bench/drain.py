@@ -9,7 +9,11 @@
    delivery reports held back for 10 minutes, so only queue → ack is measured), then
    a gateway with the dispatcher on over the copied database. ``t0`` is when
    ``/readyz`` first answers 200; the database is polled read-only every 100 ms
-   until no message is ``accepted`` (at most 300 s). Messages/s = N / (end − t0).
+   until no message is ``accepted`` (at most 300 s). Messages/s = N / (last − first
+   provider acknowledgement, from ``messages.updated_at``): the dispatcher starts
+   before the gateway listens, so a rate from ``t0`` would count acknowledgements
+   made before it (up to a fifth of them with claims of 1,000); that rate is
+   reported beside it.
 """
 
 from __future__ import annotations
@@ -319,7 +323,7 @@ def drain(opts: Options, seed: Seed, latency_ms: int) -> Outcome:
             procs.stop(mock)
         end, left = poll.points[-1]
         drained = left == 0
-        rate = n / end if drained and end > 0 else 0.0
+        readyz_rate = n / end if drained and end > 0 else 0.0
         statuses = gateway.status_counts(db)
         routes = _count(
             db, "SELECT route, count(*) FROM messages GROUP BY route ORDER BY count(*) DESC"
@@ -327,6 +331,14 @@ def drain(opts: Options, seed: Seed, latency_ms: int) -> Outcome:
         first_ack, last_ack = _count(
             db, "SELECT min(updated_at), max(updated_at) FROM messages WHERE status = 'submitted'"
         )[0]
+        # The headline: from the first acknowledgement to the last. The gateway's dispatcher
+        # starts before it listens, so a rate from /readyz counted work done before it.
+        span = (
+            last_ack - first_ack
+            if isinstance(first_ack, float) and isinstance(last_ack, float)
+            else 0.0
+        )
+        rate = n / span if drained and span > 0 else 0.0
         submitted = sum(s["submitted"] for s in stats.values())
         distinct = sum(s["distinct"] for s in stats.values())
         at_ready = poll.points[0][1]
@@ -334,7 +346,7 @@ def drain(opts: Options, seed: Seed, latency_ms: int) -> Outcome:
             (
                 f"drained: {n:,} messages from `accepted` in {end:.2f} s after /readyz "
                 f"answered 200 ({t0 - spawned:.2f} s after the gateway was started): "
-                f"**{rate:,.0f} messages/s**"
+                f"{readyz_rate:,.0f} messages/s from /readyz"
                 if drained
                 else f"NOT drained: {left:,} of {n:,} still `accepted` after {end:.0f} s"
             ),
@@ -343,11 +355,11 @@ def drain(opts: Options, seed: Seed, latency_ms: int) -> Outcome:
             "listens)",
         ]
         if isinstance(first_ack, float) and isinstance(last_ack, float):
-            span = last_ack - first_ack
             facts.append(
                 f"provider acknowledgements recorded (`messages.updated_at`) from "
                 f"{first_ack - wall0:+.2f} s to {last_ack - wall0:+.2f} s of /readyz: first to "
-                f"last ack {span:.2f} s, {n / span if span > 0 else 0:,.0f} messages/s; from "
+                f"last ack {span:.2f} s, **{n / span if span > 0 else 0:,.0f} messages/s** "
+                "(the headline); from "
                 f"the gateway's start to the last ack {last_ack - spawned_wall:.2f} s, "
                 f"{n / max(1e-9, last_ack - spawned_wall):,.0f} messages/s"
             )
@@ -385,7 +397,7 @@ def drain(opts: Options, seed: Seed, latency_ms: int) -> Outcome:
             ]
     result = wrk.WrkResult(
         requests=n,
-        seconds=end,
+        seconds=span,
         rps=rate,
         p50_ms=math.nan,
         p99_ms=math.nan,

@@ -69,7 +69,7 @@ def render(outcomes: list[Outcome], opts: Options, argv: list[str]) -> str:
                 f"- drain: {opts.drain_messages:,} messages queued (dispatcher off), then "
                 "drained by a gateway with its dispatcher on against the mock providers; its "
                 "req/s column is **messages/s** from the queue to provider acknowledgement: "
-                "N / (none `accepted` − `/readyz` 200)"
+                "N / (last acknowledgement − first acknowledgement, from `messages.updated_at`)"
             ]
             if drains
             else []

@@ -42,9 +42,9 @@ class Settings(BaseSettings):
 
     dispatcher_enabled: bool = True
     dispatch_concurrency: int = 64
-    dispatch_batch: int = 500
+    dispatch_batch: int = 1000
     dispatch_inflight_claims: int = Field(
-        default=16, description="claimed batches in flight at once (bounds memory)"
+        default=8, description="claimed batches in flight at once (bounds memory)"
     )
     dispatch_lease_s: float = 60.0
     retry_base_s: float = 1.0
