@@ -78,7 +78,7 @@ class NoApprovals:
         return frozenset()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one a message planned (see QueuedMessage); not changed
 class _Planned:
     message: QueuedMessage
     candidate: Candidate

@@ -18,7 +18,7 @@ RouteKind = Literal["vendor_card", "carrier_rich", "sms"]
 ReportStatus = Literal["delivered", "failed", "displayed"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built thousands a second (see QueuedMessage); not changed
 class Submission:
     """One message handed to a provider. ``message_id`` is the provider's dedupe reference."""
 
@@ -29,7 +29,7 @@ class Submission:
     payload: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one a message (see QueuedMessage); not changed
 class SubmitOutcome:
     """The provider's answer for one submission of a batch: a reference, or an error."""
 

@@ -192,7 +192,7 @@ class IdempotencyRecord:
     created_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one a message handed over (see QueuedMessage); not changed
 class Submitted:
     message_id: str
     provider: str

@@ -867,25 +867,18 @@ def _apply_submitted(conn: sqlite3.Connection, subs: list[Submitted]) -> None:
     )
     conn.executemany(
         "INSERT INTO events (message_id, type, at, data) VALUES (?, 'submitted', ?, ?)",
-        [
-            (
-                o.message_id,
-                o.at,
-                dumps(
-                    _compact(
-                        {
-                            "provider": o.provider,
-                            "route": o.route,
-                            "provider_ref": o.provider_ref,
-                            "client_ref": o.client_ref if o.client_ref != o.message_id else None,
-                            "attempt": o.attempt,
-                        }
-                    )
-                ),
-            )
-            for o in subs
-        ],
+        [(o.message_id, o.at, _submitted_data(o)) for o in subs],
     )
+
+
+def _submitted_data(o: Submitted) -> str:
+    data: dict[str, Any] = {"provider": o.provider, "route": o.route}
+    if o.provider_ref is not None:
+        data["provider_ref"] = o.provider_ref
+    if o.client_ref is not None and o.client_ref != o.message_id:
+        data["client_ref"] = o.client_ref
+    data["attempt"] = o.attempt
+    return dumps(data)
 
 
 _ROUTE_LISTS: dict[str, tuple[str, ...]] = {}
