@@ -35,6 +35,7 @@ from gateway.domain.messages import (
     report_fits,
     wait_stage,
 )
+from gateway.logging import get_logger
 from gateway.storage.base import (
     AcceptResult,
     DuplicateTenant,
@@ -47,6 +48,8 @@ from gateway.storage.base import (
 )
 from gateway.storage.schema import migrate
 from gateway.storage.writer import SqliteWriter, connect
+
+log = get_logger("gateway.storage")
 
 
 def dumps(value: Any) -> str:
@@ -339,10 +342,10 @@ class SqliteStore:
                 " carrier = excluded.carrier, updated_at = excluded.updated_at"
             )
             params = (tenant_id, number, carrier, now)  # type: ignore[assignment]
-            self._ported[tenant_id] = True  # before the write: "maybe" is always safe
+            # before the write, and never taken back (not even when the last override goes):
+            # "maybe" is always safe, and a read in flight cannot overwrite it
+            self._ported[tenant_id] = True
         await self.writer.run(lambda conn: conn.execute(sql, params))
-        if carrier is None:
-            self._ported.pop(tenant_id, None)  # perhaps none left: asked again next time
 
     async def portability(self, tenant_id: str, numbers: Sequence[str]) -> dict[str, str]:
         ported = self._ported.get(tenant_id)
@@ -628,16 +631,23 @@ class SqliteStore:
             # one read of the due entries with their messages, then their leases, in the
             # writer's transaction (so no other claim can come between the two)
             rows = conn.execute(
-                "SELECT m.message_id, m.tenant_id, m.to_number, m.category, m.rendered,"
+                "SELECT q.message_id, m.tenant_id, m.to_number, m.category, m.rendered,"
                 " m.route_pref, q.attempts, m.expires_at, m.status, m.template_id,"
                 " m.template_version, q.stage, q.exclude, q.ref_suffix, m.route, m.provider,"
                 " m.campaign_id, m.timezone, m.policy"
-                " FROM dispatch_queue q JOIN messages m ON m.message_id = q.message_id"
+                " FROM dispatch_queue q LEFT JOIN messages m ON m.message_id = q.message_id"
                 " WHERE q.due_at <= ? AND q.lease_until <= ? ORDER BY q.due_at LIMIT ?",
                 (now, now, limit),
             ).fetchall()
             if not rows:
                 return []
+            orphans = [r[0] for r in rows if r[1] is None]
+            if orphans:  # a queue entry without its message (a damaged database): nothing to send
+                log.warning("queue_orphans_dropped", count=len(orphans))
+                conn.executemany(
+                    "DELETE FROM dispatch_queue WHERE message_id = ?", [(o,) for o in orphans]
+                )
+                rows = [r for r in rows if r[1] is not None]
             ids = [r[0] for r in rows]
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]

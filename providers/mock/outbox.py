@@ -146,11 +146,14 @@ class ReportOutbox:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TAKE_INTERVAL_S)
             self._wake.clear()
-            self._take_due()
-            full = any(len(items) >= BATCH_SIZE for items in self._pending.values())
-            if full or loop.time() - flushed >= self._flush_interval_s:
-                flushed = loop.time()
-                self._flush()
+            try:
+                self._take_due()
+                full = any(len(items) >= BATCH_SIZE for items in self._pending.values())
+                if full or loop.time() - flushed >= self._flush_interval_s:
+                    flushed = loop.time()
+                    self._flush()
+            except Exception:  # one bad event must not stop every later one
+                log.exception("outbox_tick_failed")
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, {}
