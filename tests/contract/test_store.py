@@ -259,3 +259,30 @@ async def test_a_queue_entry_without_its_message_is_dropped_not_claimed_for_ever
     claimed = await db.claim_due(NOW, 10, NOW + 60)
     assert [q.id for q in claimed] == [ok.id]
     assert await db.next_due() == NOW + 60  # only the leased message is left
+
+
+async def test_a_portability_read_in_flight_does_not_hide_an_override(db: Store) -> None:
+    """A read that started before an override was set (and another number's was removed)
+    must not leave the tenant marked as overriding nothing."""
+    from gateway.storage.sqlite import SqliteStore
+
+    if not isinstance(db, SqliteStore):
+        pytest.skip("only SQLite keeps a per-tenant flag")
+    numbers = ["+8613812345678", "+8613900000000"]
+    gate = asyncio.Event()
+    real = db._one
+
+    async def held(sql: str, params: tuple[object, ...] = ()) -> object:
+        row = await real(sql, params)
+        await gate.wait()  # the answer ("no overrides") arrives late
+        return row
+
+    db._one = held  # type: ignore[method-assign,assignment]
+    read = asyncio.create_task(db.portability("t1", numbers))
+    await asyncio.sleep(0.05)
+    db._one = real  # type: ignore[method-assign]
+    await db.set_portability("t1", numbers[0], "ctcc", NOW)
+    await db.set_portability("t1", numbers[1], None, NOW)
+    gate.set()
+    await read
+    assert await db.portability("t1", numbers) == {numbers[0]: "ctcc"}
