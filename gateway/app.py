@@ -88,11 +88,10 @@ def create_app(
     review_submitter = ReviewSubmitter(store, catalog_, reviewers, clock, settings.base_url)
     catalog_.on_review_needed = review_submitter.wake
     dispatcher.approvals = catalog_
-    accepted_total = metrics.messages.labels("accepted")  # looked up once: every send counts
 
     def accepted(count: int) -> None:
         """Messages newly queued (a send's, a campaign batch's): counted, and dispatched."""
-        accepted_total.inc(count)
+        metrics.entered("accepted", count)
         dispatcher.wake()
 
     services = Services(
