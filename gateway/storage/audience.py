@@ -10,6 +10,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from gateway.domain.messages import NewMessage
@@ -82,8 +83,8 @@ class SqliteAudience:
         if not rows:
             return 0, 0
         params = sorted(
-            ((tenant_id, r.phone, dumps(r.tags), dumps(r.attrs), r.timezone, now) for r in rows),
-            key=lambda p: p[1],
+            [(tenant_id, r.phone, dumps(r.tags), dumps(r.attrs), r.timezone, now) for r in rows],
+            key=itemgetter(1),
         )
 
         def job(conn: sqlite3.Connection) -> tuple[int, int]:

@@ -23,7 +23,10 @@ from gateway.storage.base import Store
 from gateway.usecases.catalog import invalid_from_pydantic
 
 DEFAULT_TZ = "Asia/Shanghai"
-IMPORT_BATCH = 2000
+# Rows a write takes: the unique index on the number is written in random order, and a
+# commit's cost follows the index pages it dirtied, which grow slower than the batch (at a
+# million rows: 2,000 a write 58,000 rows/s, 5,000 60,000, 10,000 72,000, peak 96 → 113 MB)
+IMPORT_BATCH = 10000
 MAX_REJECTED_LISTED = 1000
 
 
@@ -105,6 +108,8 @@ class ImportResult:
 
 
 def _phone(raw: Any) -> str:
+    if type(raw) is str:  # the usual case, without a union isinstance
+        return to_e164(raw)
     if not isinstance(raw, str | int):
         raise InvalidNumber("phone is missing")
     return to_e164(str(raw))
@@ -336,20 +341,20 @@ def _recipient(raw_phone: Any, data: dict[str, Any]) -> Recipient:
     """One import row, checked as ``RecipientIn`` checks it, without a model per row
     (a million rows make the difference)."""
     phone = _phone(raw_phone)
-    for key in data:
-        if key not in _FIELDS:
-            raise ValueError(f"unknown field {key!r}")
+    if not _FIELDS.issuperset(data):
+        raise ValueError(f"unknown field {next(k for k in data if k not in _FIELDS)!r}")
     tags = data.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags) or len(tags) > 200:
+    if not isinstance(tags, list) or len(tags) > 200 or not all(isinstance(t, str) for t in tags):
         raise ValueError("tags: a list of at most 200 strings")
     attrs = data.get("attrs", {})
     if not isinstance(attrs, dict):
         raise ValueError("attrs: an object")
     _check_attrs(attrs)
     tz = data.get("timezone", DEFAULT_TZ)
-    if not isinstance(tz, str):
-        raise ValueError("timezone: an IANA time zone name")
-    zone(tz)
+    if tz != DEFAULT_TZ:  # the default needs no check
+        if not isinstance(tz, str):
+            raise ValueError("timezone: an IANA time zone name")
+        zone(tz)
     return Recipient(phone, tags, attrs, tz)
 
 
