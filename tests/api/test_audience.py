@@ -95,6 +95,27 @@ async def test_reimport_updates_known_numbers_and_creates_new_ones(gw: Gateway) 
         assert got["tags"] == tags, phone
 
 
+async def test_an_import_over_many_writes_counts_every_row_once(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes of a few rows (one written while the next is read): every row counted once,
+    line numbers right across writes, and a number met again in a later write updated."""
+    import gateway.usecases.audience as audience
+
+    monkeypatch.setattr(audience, "IMPORT_BATCH", 3)
+    lines = [json.dumps({"phone": f"1380000{i:04d}", "tags": [f"t{i}"]}) for i in range(10)]
+    lines[4] = '{"phone": "nope"}'
+    lines.append(json.dumps({"phone": "13800000001", "tags": ["last"]}))  # a later write
+    status, out = await _import(gw, "\n".join(lines).encode(), "application/x-ndjson")
+    assert status == 200
+    assert (out["created"], out["updated"]) == (9, 1)
+    assert [r["line"] for r in out["rejected"]] == [5]
+    got = await (await gw.client.get("/v1/recipients/13800000001", headers=gw.auth())).json()
+    assert got["tags"] == ["last"]
+    got = await (await gw.client.get("/v1/recipients/13800000009", headers=gw.auth())).json()
+    assert got["tags"] == ["t9"]
+
+
 async def test_csv_import_utf8_bom_and_types(gw: Gateway) -> None:
     """Excel's UTF-8 CSV (with a BOM): tags split on ';', numbers typed, other columns attributes."""
     csv_text = "phone,tags,timezone,age,city,score\r\n13800000011,fund;vip,,41,太原,7.5\r\n13800000012,,Asia/Tokyo,29,大同,\r\n12,,,,,\r\n"
