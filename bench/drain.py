@@ -142,6 +142,59 @@ def fill_queue(cwd: Path, n: int) -> tuple[Fill, list[str]]:
     return fill, facts
 
 
+REVIEW_BOUND_S = 60.0
+
+
+def approve_templates(var: Path) -> str:
+    """The vendors' verdicts on the demo templates, written into the filled ``var/``.
+
+    A live gateway's templates were reviewed long before a campaign; a drain that began
+    with them pending planned its first seconds of messages without vendor cards (the
+    faster the drain, the more of them). So a copy of ``var/`` with an empty queue is
+    served once by a gateway and the mock providers until no review is pending, and the
+    verdicts it got are copied into the seed (no gateway runs on it meanwhile).
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-drain-reviews-") as tmp_name:
+        cwd = Path(tmp_name)
+        shutil.copytree(var, cwd / "var")
+        db = cwd / "var" / "gateway.db"
+        with sqlite3.connect(db) as conn:
+            conn.execute("DELETE FROM dispatch_queue")
+        port, mock_port = procs.free_port(), procs.free_port()
+        config = cwd / "mock.toml"
+        config.write_text(gateway.mock_toml(latency_ms=0, review_delay_ms=REVIEW_DELAY_MS))
+        env = gateway.environment(port, mock_port, dispatch=True)
+        env["GATEWAY_MOCK_CONFIG"] = str(config)
+        gw = procs.start(
+            [*gateway.command(), "--with-mock-providers"], cwd=cwd, env=env, log=cwd / "gw.log"
+        )
+        sql = "SELECT count(*) FROM template_reviews WHERE state IN ('pending', 'submitted')"
+        try:
+            procs.wait_ready(gw, f"http://127.0.0.1:{port}/readyz", timeout_s=READY_BOUND_S)
+            deadline = time.monotonic() + REVIEW_BOUND_S
+            while _count(db, sql)[0][0] and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+        finally:
+            procs.stop(gw)
+        if _count(db, sql)[0][0]:
+            raise RuntimeError(f"template reviews still pending:\n{gw.tail()}")
+        with sqlite3.connect(var / "gateway.db") as conn:
+            conn.execute("ATTACH DATABASE ? AS reviewed", (str(db),))
+            # only the versions the seed holds (each start with --seed-demo adds versions)
+            conn.execute(
+                "INSERT OR REPLACE INTO template_reviews SELECT r.* FROM"
+                " reviewed.template_reviews r JOIN templates t USING (tenant_id, template_id,"
+                " version)"
+            )
+            states = conn.execute(
+                "SELECT state, count(*) FROM template_reviews r JOIN templates t"
+                " USING (tenant_id, template_id, version) GROUP BY state ORDER BY state"
+            ).fetchall()
+            conn.commit()
+            conn.execute("DETACH DATABASE reviewed")
+    return "template reviews done before the drains: " + ", ".join(f"{s} {n}" for s, n in states)
+
+
 class Seed:
     """The filled ``var/``, made on first use and copied for every drain."""
 
@@ -158,6 +211,7 @@ class Seed:
         root = Path(self._tmp.name)
         _, facts = fill_queue(root, self.messages)
         self._var = root / "var"
+        facts.append(approve_templates(self._var))
         shutil.copytree(self._var, cwd / "var")
         return facts
 
