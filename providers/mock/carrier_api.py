@@ -17,7 +17,7 @@ from providers.mock.delivery import Incoming, accept, is_object, rejected, remem
 from providers.mock.devices import carrier_capable, hash_of_number
 from providers.mock.events import CarrierReport
 from providers.mock.gate import MAX_BATCH, MAX_LOOKUP, CallbackUrl, admit, per_request
-from providers.mock.runtime import RUNTIME
+from providers.mock.runtime import RUNTIME, answer
 from providers.mock.state import is_e164
 
 
@@ -69,7 +69,7 @@ async def submit_sms(request: web.Request) -> web.Response:
                 request.app, carrier, batch.callback_url, incoming, CarrierReport, displayable=False
             )
         )
-    return web.json_response({"results": results})
+    return answer({"results": results})
 
 
 async def rcs_capability(request: web.Request) -> web.Response:
@@ -79,7 +79,7 @@ async def rcs_capability(request: web.Request) -> web.Response:
         return admitted
     share = request.app[RUNTIME].behaviour(admitted.provider).capability_share
     results = {n: _capable(hash_of_number(n), share) for n in admitted.body.numbers}
-    return web.json_response({"results": results})
+    return answer({"results": results})
 
 
 async def submit_rcs(request: web.Request) -> web.Response:
@@ -102,7 +102,7 @@ async def submit_rcs(request: web.Request) -> web.Response:
                 request.app, carrier, batch.callback_url, incoming, CarrierReport, displayable=True
             )
         )
-    return web.json_response({"results": results})
+    return answer({"results": results})
 
 
 def _rcs_refusal(m: RcsMessage, share: float) -> str | None:

@@ -19,7 +19,7 @@ from providers.mock.devices import hash_of_number, shows_vendor_cards
 from providers.mock.events import ReviewVerdict, VendorEvent
 from providers.mock.gate import MAX_BATCH, MAX_LOOKUP, CallbackUrl, admit, per_request
 from providers.mock.review import rule_verdict
-from providers.mock.runtime import OUTBOX, RUNTIME
+from providers.mock.runtime import OUTBOX, RUNTIME, answer
 from providers.mock.state import is_e164
 
 HashHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
@@ -79,7 +79,7 @@ async def capability(request: web.Request) -> web.Response:
         key: h is not None and shows_vendor_cards(h, vendor, share)
         for key, h in admitted.body.keyed_hashes()
     }
-    return web.json_response({"results": results})
+    return answer({"results": results})
 
 
 async def submit_cards(request: web.Request) -> web.Response:
@@ -101,7 +101,7 @@ async def submit_cards(request: web.Request) -> web.Response:
         results.append(
             accept(request.app, vendor, batch.callback_url, incoming, VendorEvent, displayable=True)
         )
-    return web.json_response({"results": results})
+    return answer({"results": results})
 
 
 async def review(request: web.Request) -> web.Response:
