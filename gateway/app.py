@@ -61,7 +61,6 @@ def build_store(settings: Settings) -> Store:
         settings.sqlite_path,
         checkpoint_interval_s=settings.checkpoint_interval_s,
         synchronous=settings.sqlite_synchronous,
-        writer=settings.sqlite_writer,
     )
 
 

@@ -70,11 +70,6 @@ class Settings(BaseSettings):
         description="FULL: every commit is on disk before its 202; NORMAL: survives a crash of "
         "the process, not of the machine",
     )
-    sqlite_writer: Literal["process", "inline"] = Field(
-        default="process",
-        description="where the one SQLite writer runs its jobs: a child process on the other "
-        "core (process), or the event loop (inline: one process in all, for tools and tests)",
-    )
     drain_timeout_s: float = 20.0
 
     webhook_allow_private: bool = False

@@ -65,13 +65,10 @@ def _providers() -> dict[str, FakeProvider]:
     return carriers | vendors
 
 
-@pytest.fixture(name="store", params=["sqlite", "sqlite-process", "memory"])
+@pytest.fixture(name="store", params=["sqlite", "memory"])
 def _store(request: pytest.FixtureRequest, settings: Settings) -> Store:
-    """SQLite with its writer on the event loop and in a process of its own, and the fake."""
     if request.param == "memory":
         return MemoryStore()
-    if request.param == "sqlite-process":
-        return SqliteStore(settings.sqlite_path, writer="process")
     return SqliteStore(settings.sqlite_path)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.domain.messages import NewMessage
 from gateway.domain.segments import Rule, to_sql
-from gateway.storage.sqlite import SqliteStore, dumps, execute, insert_message
+from gateway.storage.sqlite import SqliteStore, dumps, insert_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,25 @@ class SqliteAudience:
             key=itemgetter(1),
         )
 
-        return await self._store.writer.run(_upsert_recipients, params, savepoint=False)
+        def job(conn: sqlite3.Connection) -> tuple[int, int]:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO recipients"
+                " (tenant_id, phone, tags, attrs, timezone, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                params,
+            )
+            created = conn.total_changes - before
+            if created < len(params):
+                conn.executemany(
+                    "INSERT INTO recipients (tenant_id, phone, tags, attrs, timezone, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, phone) DO UPDATE SET"
+                    " tags = excluded.tags, attrs = excluded.attrs,"
+                    " timezone = excluded.timezone, updated_at = excluded.updated_at",
+                    params,
+                )
+            return created, len(params) - created
+
+        return await self._store.writer.run(job, savepoint=False)
 
     async def get_recipient(self, tenant_id: str, phone: str) -> Recipient | None:
         row = await self._store._one(
@@ -132,11 +150,12 @@ class SqliteAudience:
     async def put_segment(self, tenant_id: str, segment_id: str, rule: Any, now: float) -> None:
         text = dumps(rule)
         await self._store.writer.run(
-            execute,
-            "INSERT INTO segments (tenant_id, segment_id, rule, updated_at) VALUES (?,?,?,?)"
-            " ON CONFLICT (tenant_id, segment_id) DO UPDATE SET rule = excluded.rule,"
-            " updated_at = excluded.updated_at",
-            (tenant_id, segment_id, text, now),
+            lambda conn: conn.execute(
+                "INSERT INTO segments (tenant_id, segment_id, rule, updated_at) VALUES (?,?,?,?)"
+                " ON CONFLICT (tenant_id, segment_id) DO UPDATE SET rule = excluded.rule,"
+                " updated_at = excluded.updated_at",
+                (tenant_id, segment_id, text, now),
+            )
         )
 
     async def get_segment(self, tenant_id: str, segment_id: str) -> Any | None:
@@ -151,9 +170,13 @@ class SqliteAudience:
         """Answers whether this is news (the number was not opted out before)."""
         return bool(
             await self._store.writer.run(
-                execute,
-                "INSERT OR IGNORE INTO opt_outs (tenant_id, phone, at, source) VALUES (?, ?, ?, ?)",
-                (tenant_id, phone, now, source),
+                lambda conn: (
+                    conn.execute(
+                        "INSERT OR IGNORE INTO opt_outs (tenant_id, phone, at, source)"
+                        " VALUES (?, ?, ?, ?)",
+                        (tenant_id, phone, now, source),
+                    ).rowcount
+                )
             )
         )
 
@@ -190,21 +213,22 @@ class SqliteAudience:
     async def create_campaign(self, row: CampaignRow) -> None:
         r = row
         await self._store.writer.run(
-            execute,
-            f"INSERT INTO campaigns ({_CAMPAIGN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                r.campaign_id,
-                r.tenant_id,
-                r.name,
-                dumps(r.body),
-                r.state,
-                r.cursor,
-                r.targeted,
-                int(r.fanned_out),
-                r.start_at,
-                r.created_at,
-                r.updated_at,
-            ),
+            lambda conn: conn.execute(
+                f"INSERT INTO campaigns ({_CAMPAIGN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    r.campaign_id,
+                    r.tenant_id,
+                    r.name,
+                    dumps(r.body),
+                    r.state,
+                    r.cursor,
+                    r.targeted,
+                    int(r.fanned_out),
+                    r.start_at,
+                    r.created_at,
+                    r.updated_at,
+                ),
+            )
         )
 
     async def get_campaign(self, tenant_id: str | None, campaign_id: str) -> CampaignRow | None:
@@ -234,9 +258,21 @@ class SqliteAudience:
         in one transaction; a recipient who has the campaign's message already is skipped.
         Answers how many were new, or None if the campaign is no longer running."""
 
-        return await self._store.writer.run(
-            _fan_out, campaign_id, list(messages), cursor, done, now
-        )
+        def job(conn: sqlite3.Connection) -> int | None:
+            (state,) = conn.execute(
+                "SELECT state FROM campaigns WHERE campaign_id = ?", (campaign_id,)
+            ).fetchone()
+            if state != "running":
+                return None
+            new = sum(insert_message(conn, m, skip_existing=True) for m in messages)
+            conn.execute(
+                "UPDATE campaigns SET cursor = ?, targeted = targeted + ?, fanned_out = ?,"
+                " updated_at = ? WHERE campaign_id = ?",
+                (cursor, new, int(done), now, campaign_id),
+            )
+            return new
+
+        return await self._store.writer.run(job)
 
     async def set_campaign_state(
         self, campaign_id: str, state: str, now: float, *, expect: Sequence[str]
@@ -244,9 +280,56 @@ class SqliteAudience:
         """Moves a campaign to ``state`` if it is in one of ``expect``; parks or unparks its
         queued messages on pause and resume, revokes them on cancel."""
 
-        return await self._store.writer.run(
-            _set_campaign_state, campaign_id, state, now, list(expect)
-        )
+        def job(conn: sqlite3.Connection) -> bool:
+            (current,) = conn.execute(
+                "SELECT state FROM campaigns WHERE campaign_id = ?", (campaign_id,)
+            ).fetchone()
+            if current not in expect:
+                return False
+            queued = (
+                "SELECT q.message_id FROM dispatch_queue q JOIN messages m"
+                " ON m.message_id = q.message_id WHERE m.campaign_id = ?"
+            )
+            if state == "paused":
+                conn.execute(
+                    f"UPDATE dispatch_queue SET due_at = due_at + {PARKED}"
+                    f" WHERE due_at < {PARKED} AND message_id IN ({queued})",
+                    (campaign_id,),
+                )
+            elif current == "paused" and state in ("running", "scheduled"):  # resumed
+                conn.execute(
+                    f"UPDATE dispatch_queue SET due_at = due_at - {PARKED}"
+                    f" WHERE due_at >= {PARKED} AND message_id IN ({queued})",
+                    (campaign_id,),
+                )
+            elif state == "cancelled":
+                ids = [  # what has not reached a provider yet; fallbacks in flight go on
+                    r[0]
+                    for r in conn.execute(
+                        queued + " AND q.lease_until <= ? AND m.status IN ('accepted', 'deferred')",
+                        (campaign_id, now),
+                    )
+                ]
+                for mid in ids:
+                    conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (mid,))
+                    conn.execute(
+                        "UPDATE messages SET status = 'revoked', reason = 'campaign_cancelled',"
+                        " updated_at = ? WHERE message_id = ?"
+                        " AND status IN ('accepted', 'deferred')",
+                        (now, mid),
+                    )
+                    conn.execute(
+                        "INSERT INTO events (message_id, type, at, data)"
+                        " VALUES (?, 'revoked', ?, ?)",
+                        (mid, now, '{"reason":"campaign_cancelled"}'),
+                    )
+            conn.execute(
+                "UPDATE campaigns SET state = ?, updated_at = ? WHERE campaign_id = ?",
+                (state, now, campaign_id),
+            )
+            return True
+
+        return await self._store.writer.run(job)
 
     async def pending_count(self, campaign_id: str) -> int:
         row = await self._store._one(
@@ -287,96 +370,3 @@ class SqliteAudience:
                 (campaign_id,),
             )
         ]
-
-
-# the writer's jobs (module-level, so that they pickle) ------------------------------------
-def _upsert_recipients(conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> tuple[int, int]:
-    before = conn.total_changes
-    conn.executemany(
-        "INSERT OR IGNORE INTO recipients"
-        " (tenant_id, phone, tags, attrs, timezone, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-        params,
-    )
-    created = conn.total_changes - before
-    if created < len(params):
-        conn.executemany(
-            "INSERT INTO recipients (tenant_id, phone, tags, attrs, timezone, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, phone) DO UPDATE SET"
-            " tags = excluded.tags, attrs = excluded.attrs,"
-            " timezone = excluded.timezone, updated_at = excluded.updated_at",
-            params,
-        )
-    return created, len(params) - created
-
-
-def _fan_out(
-    conn: sqlite3.Connection,
-    campaign_id: str,
-    messages: list[NewMessage],
-    cursor: str | None,
-    done: bool,
-    now: float,
-) -> int | None:
-    (state,) = conn.execute(
-        "SELECT state FROM campaigns WHERE campaign_id = ?", (campaign_id,)
-    ).fetchone()
-    if state != "running":
-        return None
-    new = sum(insert_message(conn, m, skip_existing=True) for m in messages)
-    conn.execute(
-        "UPDATE campaigns SET cursor = ?, targeted = targeted + ?, fanned_out = ?,"
-        " updated_at = ? WHERE campaign_id = ?",
-        (cursor, new, int(done), now, campaign_id),
-    )
-    return new
-
-
-def _set_campaign_state(
-    conn: sqlite3.Connection, campaign_id: str, state: str, now: float, expect: list[str]
-) -> bool:
-    (current,) = conn.execute(
-        "SELECT state FROM campaigns WHERE campaign_id = ?", (campaign_id,)
-    ).fetchone()
-    if current not in expect:
-        return False
-    queued = (
-        "SELECT q.message_id FROM dispatch_queue q JOIN messages m"
-        " ON m.message_id = q.message_id WHERE m.campaign_id = ?"
-    )
-    if state == "paused":
-        conn.execute(
-            f"UPDATE dispatch_queue SET due_at = due_at + {PARKED}"
-            f" WHERE due_at < {PARKED} AND message_id IN ({queued})",
-            (campaign_id,),
-        )
-    elif current == "paused" and state in ("running", "scheduled"):  # resumed
-        conn.execute(
-            f"UPDATE dispatch_queue SET due_at = due_at - {PARKED}"
-            f" WHERE due_at >= {PARKED} AND message_id IN ({queued})",
-            (campaign_id,),
-        )
-    elif state == "cancelled":
-        ids = [  # what has not reached a provider yet; fallbacks in flight go on
-            r[0]
-            for r in conn.execute(
-                queued + " AND q.lease_until <= ? AND m.status IN ('accepted', 'deferred')",
-                (campaign_id, now),
-            )
-        ]
-        for mid in ids:
-            conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (mid,))
-            conn.execute(
-                "UPDATE messages SET status = 'revoked', reason = 'campaign_cancelled',"
-                " updated_at = ? WHERE message_id = ?"
-                " AND status IN ('accepted', 'deferred')",
-                (now, mid),
-            )
-            conn.execute(
-                "INSERT INTO events (message_id, type, at, data) VALUES (?, 'revoked', ?, ?)",
-                (mid, now, '{"reason":"campaign_cancelled"}'),
-            )
-    conn.execute(
-        "UPDATE campaigns SET state = ?, updated_at = ? WHERE campaign_id = ?",
-        (state, now, campaign_id),
-    )
-    return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import aiosqlite
 import orjson
@@ -48,9 +48,6 @@ from gateway.storage.base import (
 )
 from gateway.storage.schema import migrate
 from gateway.storage.writer import SqliteWriter, connect
-from gateway.storage.writer_process import ProcessWriter, WriterGone
-
-WriterKind = Literal["process", "inline"]
 
 log = get_logger("gateway.storage")
 
@@ -72,20 +69,12 @@ _MESSAGE_COLUMNS = (
 
 class SqliteStore:
     def __init__(
-        self,
-        path: Path | str,
-        *,
-        checkpoint_interval_s: float = 1.0,
-        synchronous: str = "FULL",
-        writer: WriterKind = "inline",
+        self, path: Path | str, *, checkpoint_interval_s: float = 1.0, synchronous: str = "FULL"
     ) -> None:
-        """``writer``: where the writer's jobs run, "process" (a child process: the
-        gateway's default) or "inline" (on the event loop: tools and tests)."""
         self.path = Path(path)
         self._checkpoint_interval_s = checkpoint_interval_s
         self._synchronous = synchronous
-        self._writer_kind = writer
-        self._writer: SqliteWriter | ProcessWriter | None = None
+        self._writer: SqliteWriter | None = None
         self._reader: aiosqlite.Connection | None = None
         self._point: sqlite3.Connection | None = None
         # whether a tenant overrides any number's carrier; this process is the database's
@@ -100,13 +89,12 @@ class SqliteStore:
             migrate(conn)
         finally:
             conn.close()
-        kind = ProcessWriter if self._writer_kind == "process" else SqliteWriter
-        self._writer = kind(
+        self._writer = SqliteWriter(
             self.path,
             checkpoint_interval_s=self._checkpoint_interval_s,
             synchronous=self._synchronous,
         )
-        await self._writer.start()
+        self._writer.start()
         self._reader = await aiosqlite.connect(self.path)
         await self._reader.execute("PRAGMA query_only=1")
         # Point reads by primary key on the event loop itself: microseconds, where a hop to
@@ -126,7 +114,7 @@ class SqliteStore:
             self._writer = None
 
     @property
-    def writer(self) -> SqliteWriter | ProcessWriter:
+    def writer(self) -> SqliteWriter:
         assert self._writer is not None, "store is not open"
         return self._writer
 
@@ -136,8 +124,6 @@ class SqliteStore:
         return self._reader
 
     async def ping(self) -> None:
-        if not self.writer.alive:
-            raise WriterGone("the database writer is not running")
         async with self.reader.execute("SELECT 1") as cur:
             await cur.fetchone()
 
@@ -153,10 +139,27 @@ class SqliteStore:
     async def create_tenant(
         self, tenant_id: str, keys: Sequence[tuple[str, str]], now: float
     ) -> None:
-        await self.writer.run(_create_tenant, tenant_id, list(keys), now)
+        def job(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO tenants (tenant_id, created_at) VALUES (?, ?)", (tenant_id, now)
+                )
+            except sqlite3.IntegrityError:
+                raise DuplicateTenant(tenant_id) from None
+            conn.executemany(
+                "INSERT INTO api_keys (key_hash, tenant_id, role, created_at) VALUES (?, ?, ?, ?)",
+                [(h, tenant_id, role, now) for h, role in keys],
+            )
+
+        await self.writer.run(job)
 
     async def add_keys(self, tenant_id: str, keys: Sequence[tuple[str, str]], now: float) -> None:
-        await self.writer.run(_add_keys, tenant_id, list(keys), now)
+        await self.writer.run(
+            lambda conn: conn.executemany(
+                "INSERT INTO api_keys (key_hash, tenant_id, role, created_at) VALUES (?, ?, ?, ?)",
+                [(h, tenant_id, role, now) for h, role in keys],
+            )
+        )
 
     async def get_settings(self, tenant_id: str) -> dict[str, Any]:
         row = await self._one("SELECT settings FROM tenants WHERE tenant_id = ?", (tenant_id,))
@@ -165,7 +168,9 @@ class SqliteStore:
     async def put_settings(self, tenant_id: str, settings: dict[str, Any]) -> None:
         text = dumps(settings)
         await self.writer.run(
-            execute, "UPDATE tenants SET settings = ? WHERE tenant_id = ?", (text, tenant_id)
+            lambda conn: conn.execute(
+                "UPDATE tenants SET settings = ? WHERE tenant_id = ?", (text, tenant_id)
+            )
         )
 
     async def find_key(self, key_hash: str) -> tuple[str, str] | None:
@@ -180,11 +185,12 @@ class SqliteStore:
     ) -> None:
         text = dumps(body)
         await self.writer.run(
-            execute,
-            "INSERT INTO brands (tenant_id, brand_id, body, updated_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (tenant_id, brand_id) DO UPDATE SET body = excluded.body,"
-            " updated_at = excluded.updated_at",
-            (tenant_id, brand_id, text, now),
+            lambda conn: conn.execute(
+                "INSERT INTO brands (tenant_id, brand_id, body, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (tenant_id, brand_id) DO UPDATE SET body = excluded.body,"
+                " updated_at = excluded.updated_at",
+                (tenant_id, brand_id, text, now),
+            )
         )
 
     async def get_brand(self, tenant_id: str, brand_id: str) -> dict[str, Any] | None:
@@ -209,9 +215,37 @@ class SqliteStore:
         reviews: dict[str, str | None] | None = None,
     ) -> TemplateRecord:
         text = dumps(body)
-        version = await self.writer.run(
-            _put_template, tenant_id, template_id, text, now, dict(reviews or {})
-        )
+
+        def job(conn: sqlite3.Connection) -> int:
+            (latest,) = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM templates"
+                " WHERE tenant_id = ? AND template_id = ?",
+                (tenant_id, template_id),
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO templates (tenant_id, template_id, version, body, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (tenant_id, template_id, latest + 1, text, now),
+            )
+            conn.executemany(
+                "INSERT INTO template_reviews (tenant_id, template_id, version, vendor, state,"
+                " reason, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        tenant_id,
+                        template_id,
+                        latest + 1,
+                        vendor,
+                        "pending" if reason is None else "not_applicable",
+                        reason,
+                        now,
+                    )
+                    for vendor, reason in (reviews or {}).items()
+                ],
+            )
+            return int(latest) + 1
+
+        version = await self.writer.run(job)
         return TemplateRecord(tenant_id, template_id, version, body, now)
 
     async def get_template(
@@ -266,22 +300,23 @@ class SqliteStore:
     async def update_review(self, review: ReviewState) -> None:
         r = review
         await self.writer.run(
-            execute,
-            "UPDATE template_reviews SET state = ?, reason = ?, review_id = ?, attempts = ?,"
-            " next_at = ?, updated_at = ? WHERE tenant_id = ? AND template_id = ?"
-            " AND version = ? AND vendor = ?",
-            (
-                r.state,
-                r.reason,
-                r.review_id,
-                r.attempts,
-                r.next_at,
-                r.updated_at,
-                r.tenant_id,
-                r.template_id,
-                r.version,
-                r.vendor,
-            ),
+            lambda conn: conn.execute(
+                "UPDATE template_reviews SET state = ?, reason = ?, review_id = ?, attempts = ?,"
+                " next_at = ?, updated_at = ? WHERE tenant_id = ? AND template_id = ?"
+                " AND version = ? AND vendor = ?",
+                (
+                    r.state,
+                    r.reason,
+                    r.review_id,
+                    r.attempts,
+                    r.next_at,
+                    r.updated_at,
+                    r.tenant_id,
+                    r.template_id,
+                    r.version,
+                    r.vendor,
+                ),
+            )
         )
 
     async def find_review(self, vendor: str, review_id: str) -> ReviewState | None:
@@ -310,7 +345,7 @@ class SqliteStore:
             # before the write, and never taken back (not even when the last override goes):
             # "maybe" is always safe, and a read in flight cannot overwrite it
             self._ported[tenant_id] = True
-        await self.writer.run(execute, sql, params)
+        await self.writer.run(lambda conn: conn.execute(sql, params))
 
     async def portability(self, tenant_id: str, numbers: Sequence[str]) -> dict[str, str]:
         ported = self._ported.get(tenant_id)
@@ -347,14 +382,42 @@ class SqliteStore:
         """Revokes a message not yet handed to a provider; answers what it found: "revoked",
         "in_flight" (being handed over right now), another status, or None (no such message)."""
 
-        return await self.writer.run(_revoke_pending, tenant_id, message_id, now)
+        def job(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT status FROM messages WHERE message_id = ? AND tenant_id = ?",
+                (message_id, tenant_id),
+            ).fetchone()
+            if row is None:
+                return None
+            if row[0] not in (Status.ACCEPTED, Status.DEFERRED):
+                return str(row[0])
+            leased = conn.execute(
+                "SELECT lease_until > ? FROM dispatch_queue WHERE message_id = ?", (now, message_id)
+            ).fetchone()
+            if leased and leased[0]:
+                return "in_flight"
+            conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (message_id,))
+            _set_status(conn, message_id, Status.REVOKED, now, reason="revoked")
+            _event(conn, message_id, "revoked", now)
+            return "revoked_now"
+
+        return await self.writer.run(job)
 
     async def mark_revoked(
         self, message_id: str, now: float, data: dict[str, Any], recalled: bool
     ) -> bool:
         """Records the provider's answer to a recall: revoked if it withdrew the message."""
 
-        return await self.writer.run(_mark_revoked, message_id, now, data, recalled)
+        def job(conn: sqlite3.Connection) -> bool:
+            moved = recalled and _set_status(
+                conn, message_id, Status.REVOKED, now, reason="revoked"
+            )
+            if moved:
+                conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (message_id,))
+            _event(conn, message_id, "revoked" if moved else "revoke_refused", now, **data)
+            return moved
+
+        return await self.writer.run(job)
 
     async def latest_message_to(self, phone: str) -> tuple[str, str] | None:
         """(message_id, tenant_id) of the message a reply answers: the newest marketing
@@ -382,7 +445,19 @@ class SqliteStore:
         provider: str,
         provider_ref: str | None,
     ) -> bool:
-        return await self.writer.run(_record_reply, message_id, at, data, provider, provider_ref)
+        def job(conn: sqlite3.Connection) -> bool:
+            if provider_ref is not None:  # seen before: the same reply delivered again
+                seen = conn.execute(
+                    "INSERT OR IGNORE INTO report_seen (provider, provider_ref, status)"
+                    " VALUES (?, ?, 'mo')",
+                    (provider, provider_ref),
+                )
+                if seen.rowcount == 0:
+                    return False
+            _event(conn, message_id, "replied", at, **data)
+            return True
+
+        return await self.writer.run(job)
 
     async def record_clicks(self, clicks: Sequence[tuple[LinkRecord, float, str | None]]) -> None:
         """Clicks, a batch at a time: ``clicked`` events, and each recipient's last click
@@ -406,18 +481,56 @@ class SqliteStore:
             if seen is None or at >= seen[0]:
                 latest[link.message_id] = (at, link.tenant_id)
 
-        updates = [(at, mid, tenant, mid) for mid, (at, tenant) in latest.items()]
-        await self.writer.run(_record_clicks, events, updates, savepoint=False)
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO events (message_id, type, at, data) VALUES (?, 'clicked', ?, ?)",
+                events,
+            )
+            conn.executemany(
+                "UPDATE recipients SET attrs = json_set(attrs, '$.last_clicked_at', ?,"
+                " '$.last_clicked_route', (SELECT route FROM messages WHERE message_id = ?))"
+                " WHERE tenant_id = ? AND phone = (SELECT to_number FROM messages"
+                " WHERE message_id = ?)",
+                [(at, mid, tenant, mid) for mid, (at, tenant) in latest.items()],
+            )
+
+        await self.writer.run(job, savepoint=False)
 
     # messages ----------------------------------------------------------------------------
     async def accept(
         self, message: NewMessage, idempotency: IdempotencyRecord | None = None
     ) -> AcceptResult:
+        m = message
+
+        def job(conn: sqlite3.Connection) -> AcceptResult:
+            if idempotency is not None:
+                try:
+                    conn.execute(
+                        "INSERT INTO idempotency_keys (tenant_id, key, request_hash, message_id,"
+                        " created_at) VALUES (?, ?, ?, ?, ?)",
+                        (
+                            idempotency.tenant_id,
+                            idempotency.key,
+                            idempotency.request_hash,
+                            idempotency.message_id,
+                            idempotency.created_at,
+                        ),
+                    )
+                except sqlite3.IntegrityError:
+                    request_hash, message_id = conn.execute(
+                        "SELECT request_hash, message_id FROM idempotency_keys"
+                        " WHERE tenant_id = ? AND key = ?",
+                        (idempotency.tenant_id, idempotency.key),
+                    ).fetchone()
+                    if request_hash != idempotency.request_hash:
+                        raise IdempotencyConflict(idempotency.key) from None
+                    return AcceptResult(message_id, replayed=True)
+            insert_message(conn, m)
+            return AcceptResult(m.id)
+
         # Without an idempotency key nothing in the job can fail alone (ids are fresh), so it
         # needs no savepoint of its own.
-        return await self.writer.run(
-            _accept, message, idempotency, savepoint=idempotency is not None
-        )
+        return await self.writer.run(job, savepoint=idempotency is not None)
 
     async def get_message(self, tenant_id: str, message_id: str) -> MessageView | None:
         row = await self._one(
@@ -494,47 +607,84 @@ class SqliteStore:
 
     async def purge_idempotency(self, before: float) -> int:
         return await self.writer.run(
-            execute, "DELETE FROM idempotency_keys WHERE created_at < ?", (before,)
+            lambda conn: (
+                conn.execute(
+                    "DELETE FROM idempotency_keys WHERE created_at < ?", (before,)
+                ).rowcount
+            )
         )
 
     # dispatch ----------------------------------------------------------------------------
     async def release_leases(self) -> int:
         """At start: one process owns an SQLite file, so every lease is a dead process's."""
         return await self.writer.run(
-            execute,
-            "UPDATE dispatch_queue SET lease_until = ? WHERE lease_until > ?",
-            (RELEASED_LEASE, RELEASED_LEASE),
+            lambda conn: (
+                conn.execute(
+                    "UPDATE dispatch_queue SET lease_until = ? WHERE lease_until > ?",
+                    (RELEASED_LEASE, RELEASED_LEASE),
+                ).rowcount
+            )
         )
 
     async def claim_due(self, now: float, limit: int, lease_until: float) -> list[QueuedMessage]:
-        rows = await self.writer.run(_claim, now, limit, lease_until)
-        loads = orjson.loads
-        out = [  # positionally, in QueuedMessage's order: thousands a second
-            QueuedMessage(
-                r[0],  # id
-                r[1],  # tenant_id
-                r[2],  # to
-                r[3],  # category
-                Rendered.from_dict(loads(r[4])),
-                _routes(r[5]),  # route_pref
-                r[6],  # attempts
-                r[7],  # expires_at
-                r[8],  # status
-                r[9],  # template_id
-                r[10],  # template_version
-                r[11],  # stage
-                _routes(r[12]),  # exclude
-                r[13],  # ref_suffix
-                r[14],  # route
-                r[15],  # provider
-                r[16],  # campaign_id
-                r[17],  # timezone
-                loads(r[18]) if r[18] else None,  # policy
-            )
-            for r in rows
-        ]
-        out.sort(key=lambda q: q.id)
-        return out
+        def job(conn: sqlite3.Connection) -> list[QueuedMessage]:
+            # one read of the due entries with their messages, then their leases, in the
+            # writer's transaction (so no other claim can come between the two)
+            rows = conn.execute(
+                "SELECT q.message_id, m.tenant_id, m.to_number, m.category, m.rendered,"
+                " m.route_pref, q.attempts, m.expires_at, m.status, m.template_id,"
+                " m.template_version, q.stage, q.exclude, q.ref_suffix, m.route, m.provider,"
+                " m.campaign_id, m.timezone, m.policy"
+                " FROM dispatch_queue q LEFT JOIN messages m ON m.message_id = q.message_id"
+                " WHERE q.due_at <= ? AND q.lease_until <= ? ORDER BY q.due_at LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            if not rows:
+                return []
+            orphans = [r[0] for r in rows if r[1] is None]
+            if orphans:  # a queue entry without its message (a damaged database): nothing to send
+                log.warning("queue_orphans_dropped", count=len(orphans))
+                conn.executemany(
+                    "DELETE FROM dispatch_queue WHERE message_id = ?", [(o,) for o in orphans]
+                )
+                rows = [r for r in rows if r[1] is not None]
+            ids = [r[0] for r in rows]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                conn.execute(
+                    "UPDATE dispatch_queue SET lease_until = ?"
+                    f" WHERE message_id IN ({','.join('?' * len(chunk))})",
+                    (lease_until, *chunk),
+                )
+            loads = orjson.loads
+            out = [  # positionally, in QueuedMessage's order: thousands a second
+                QueuedMessage(
+                    r[0],  # id
+                    r[1],  # tenant_id
+                    r[2],  # to
+                    r[3],  # category
+                    Rendered.from_dict(loads(r[4])),
+                    _routes(r[5]),  # route_pref
+                    r[6],  # attempts
+                    r[7],  # expires_at
+                    r[8],  # status
+                    r[9],  # template_id
+                    r[10],  # template_version
+                    r[11],  # stage
+                    _routes(r[12]),  # exclude
+                    r[13],  # ref_suffix
+                    r[14],  # route
+                    r[15],  # provider
+                    r[16],  # campaign_id
+                    r[17],  # timezone
+                    loads(r[18]) if r[18] else None,  # policy
+                )
+                for r in rows
+            ]
+            out.sort(key=lambda q: q.id)
+            return out
+
+        return await self.writer.run(job)
 
     async def next_due(self) -> float | None:
         row = await self._one("SELECT min(max(due_at, lease_until)) FROM dispatch_queue")
@@ -542,204 +692,13 @@ class SqliteStore:
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         if outcomes:
-            await self.writer.run(_apply_outcomes, list(outcomes))
+            await self.writer.run(lambda conn: _apply_outcomes(conn, outcomes))
 
     # events in ---------------------------------------------------------------------------
     async def apply_reports(
         self, provider: str, reports: Sequence[DeliveryReport], now: float
     ) -> list[ReportResult]:
-        return await self.writer.run(_apply_reports, provider, list(reports), now)
-
-
-# the writer's jobs: module-level functions of (conn, *args), so that they pickle -------------
-def execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> int:
-    """One statement; answers its count of changed rows."""
-    return int(conn.execute(sql, params).rowcount)
-
-
-def _create_tenant(
-    conn: sqlite3.Connection, tenant_id: str, keys: list[tuple[str, str]], now: float
-) -> None:
-    try:
-        conn.execute("INSERT INTO tenants (tenant_id, created_at) VALUES (?, ?)", (tenant_id, now))
-    except sqlite3.IntegrityError:
-        raise DuplicateTenant(tenant_id) from None
-    _add_keys(conn, tenant_id, keys, now)
-
-
-def _add_keys(
-    conn: sqlite3.Connection, tenant_id: str, keys: list[tuple[str, str]], now: float
-) -> None:
-    conn.executemany(
-        "INSERT INTO api_keys (key_hash, tenant_id, role, created_at) VALUES (?, ?, ?, ?)",
-        [(h, tenant_id, role, now) for h, role in keys],
-    )
-
-
-def _put_template(
-    conn: sqlite3.Connection,
-    tenant_id: str,
-    template_id: str,
-    text: str,
-    now: float,
-    reviews: dict[str, str | None],
-) -> int:
-    (latest,) = conn.execute(
-        "SELECT coalesce(max(version), 0) FROM templates WHERE tenant_id = ? AND template_id = ?",
-        (tenant_id, template_id),
-    ).fetchone()
-    conn.execute(
-        "INSERT INTO templates (tenant_id, template_id, version, body, created_at)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (tenant_id, template_id, latest + 1, text, now),
-    )
-    conn.executemany(
-        "INSERT INTO template_reviews (tenant_id, template_id, version, vendor, state,"
-        " reason, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                tenant_id,
-                template_id,
-                latest + 1,
-                vendor,
-                "pending" if reason is None else "not_applicable",
-                reason,
-                now,
-            )
-            for vendor, reason in reviews.items()
-        ],
-    )
-    return int(latest) + 1
-
-
-def _revoke_pending(
-    conn: sqlite3.Connection, tenant_id: str, message_id: str, now: float
-) -> str | None:
-    row = conn.execute(
-        "SELECT status FROM messages WHERE message_id = ? AND tenant_id = ?",
-        (message_id, tenant_id),
-    ).fetchone()
-    if row is None:
-        return None
-    if row[0] not in (Status.ACCEPTED, Status.DEFERRED):
-        return str(row[0])
-    leased = conn.execute(
-        "SELECT lease_until > ? FROM dispatch_queue WHERE message_id = ?", (now, message_id)
-    ).fetchone()
-    if leased and leased[0]:
-        return "in_flight"
-    conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (message_id,))
-    _set_status(conn, message_id, Status.REVOKED, now, reason="revoked")
-    _event(conn, message_id, "revoked", now)
-    return "revoked_now"
-
-
-def _mark_revoked(
-    conn: sqlite3.Connection, message_id: str, now: float, data: dict[str, Any], recalled: bool
-) -> bool:
-    moved = recalled and _set_status(conn, message_id, Status.REVOKED, now, reason="revoked")
-    if moved:
-        conn.execute("DELETE FROM dispatch_queue WHERE message_id = ?", (message_id,))
-    _event(conn, message_id, "revoked" if moved else "revoke_refused", now, **data)
-    return moved
-
-
-def _record_reply(
-    conn: sqlite3.Connection,
-    message_id: str,
-    at: float,
-    data: dict[str, Any],
-    provider: str,
-    provider_ref: str | None,
-) -> bool:
-    if provider_ref is not None:  # seen before: the same reply delivered again
-        seen = conn.execute(
-            "INSERT OR IGNORE INTO report_seen (provider, provider_ref, status)"
-            " VALUES (?, ?, 'mo')",
-            (provider, provider_ref),
-        )
-        if seen.rowcount == 0:
-            return False
-    _event(conn, message_id, "replied", at, **data)
-    return True
-
-
-def _record_clicks(
-    conn: sqlite3.Connection,
-    events: list[tuple[str, float, str]],
-    updates: list[tuple[float, str, str, str]],
-) -> None:
-    conn.executemany(
-        "INSERT INTO events (message_id, type, at, data) VALUES (?, 'clicked', ?, ?)", events
-    )
-    conn.executemany(
-        "UPDATE recipients SET attrs = json_set(attrs, '$.last_clicked_at', ?,"
-        " '$.last_clicked_route', (SELECT route FROM messages WHERE message_id = ?))"
-        " WHERE tenant_id = ? AND phone = (SELECT to_number FROM messages"
-        " WHERE message_id = ?)",
-        updates,
-    )
-
-
-def _accept(
-    conn: sqlite3.Connection, m: NewMessage, idempotency: IdempotencyRecord | None
-) -> AcceptResult:
-    if idempotency is not None:
-        try:
-            conn.execute(
-                "INSERT INTO idempotency_keys (tenant_id, key, request_hash, message_id,"
-                " created_at) VALUES (?, ?, ?, ?, ?)",
-                (
-                    idempotency.tenant_id,
-                    idempotency.key,
-                    idempotency.request_hash,
-                    idempotency.message_id,
-                    idempotency.created_at,
-                ),
-            )
-        except sqlite3.IntegrityError:
-            request_hash, message_id = conn.execute(
-                "SELECT request_hash, message_id FROM idempotency_keys"
-                " WHERE tenant_id = ? AND key = ?",
-                (idempotency.tenant_id, idempotency.key),
-            ).fetchone()
-            if request_hash != idempotency.request_hash:
-                raise IdempotencyConflict(idempotency.key) from None
-            return AcceptResult(message_id, replayed=True)
-    insert_message(conn, m)
-    return AcceptResult(m.id)
-
-
-def _claim(
-    conn: sqlite3.Connection, now: float, limit: int, lease_until: float
-) -> list[tuple[Any, ...]]:
-    """The due entries with their messages, leased: one read, then the leases, in the
-    writer's transaction (so no other claim can come between the two)."""
-    rows = conn.execute(
-        "SELECT q.message_id, m.tenant_id, m.to_number, m.category, m.rendered,"
-        " m.route_pref, q.attempts, m.expires_at, m.status, m.template_id,"
-        " m.template_version, q.stage, q.exclude, q.ref_suffix, m.route, m.provider,"
-        " m.campaign_id, m.timezone, m.policy"
-        " FROM dispatch_queue q LEFT JOIN messages m ON m.message_id = q.message_id"
-        " WHERE q.due_at <= ? AND q.lease_until <= ? ORDER BY q.due_at LIMIT ?",
-        (now, now, limit),
-    ).fetchall()
-    if not rows:
-        return []
-    orphans = [r[0] for r in rows if r[1] is None]
-    if orphans:  # a queue entry without its message (a damaged database): nothing to send
-        log.warning("queue_orphans_dropped", count=len(orphans))
-        conn.executemany("DELETE FROM dispatch_queue WHERE message_id = ?", [(o,) for o in orphans])
-        rows = [r for r in rows if r[1] is not None]
-    ids = [r[0] for r in rows]
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        conn.execute(
-            "UPDATE dispatch_queue SET lease_until = ?"
-            f" WHERE message_id IN ({','.join('?' * len(chunk))})",
-            (lease_until, *chunk),
-        )
-    return rows
+        return await self.writer.run(lambda conn: _apply_reports(conn, provider, reports, now))
 
 
 def insert_message(conn: sqlite3.Connection, m: NewMessage, *, skip_existing: bool = False) -> bool:

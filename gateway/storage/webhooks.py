@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.clock import to_rfc3339
-from gateway.storage.sqlite import SqliteStore, dumps, execute
+from gateway.storage.sqlite import SqliteStore, dumps
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +40,13 @@ class SqliteWebhooks:
         self, tenant_id: str, url: str, events: list[str], secret: str, now: float
     ) -> None:
         await self._store.writer.run(
-            execute,
-            "INSERT INTO webhooks (tenant_id, url, events, secret, enabled, updated_at)"
-            " VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (tenant_id) DO UPDATE SET"
-            " url = excluded.url, events = excluded.events, secret = excluded.secret,"
-            " enabled = 1, disabled_reason = NULL, updated_at = excluded.updated_at",
-            (tenant_id, url, dumps(events), secret, now),
+            lambda conn: conn.execute(
+                "INSERT INTO webhooks (tenant_id, url, events, secret, enabled, updated_at)"
+                " VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (tenant_id) DO UPDATE SET"
+                " url = excluded.url, events = excluded.events, secret = excluded.secret,"
+                " enabled = 1, disabled_reason = NULL, updated_at = excluded.updated_at",
+                (tenant_id, url, dumps(events), secret, now),
+            )
         )
 
     async def get(self, tenant_id: str) -> Endpoint | None:
@@ -60,9 +61,10 @@ class SqliteWebhooks:
 
     async def disable(self, tenant_id: str, reason: str) -> None:
         await self._store.writer.run(
-            execute,
-            "UPDATE webhooks SET enabled = 0, disabled_reason = ? WHERE tenant_id = ?",
-            (reason, tenant_id),
+            lambda conn: conn.execute(
+                "UPDATE webhooks SET enabled = 0, disabled_reason = ? WHERE tenant_id = ?",
+                (reason, tenant_id),
+            )
         )
 
     async def feed(
@@ -71,7 +73,56 @@ class SqliteWebhooks:
         """Moves the next events of the log into the outbox of each subscribed tenant, with
         the cursor, in one transaction: none is skipped, none is queued twice."""
 
-        return await self._store.writer.run(_feed, limit, make)
+        def job(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT seq FROM event_cursors WHERE name = 'webhooks'").fetchone()
+            if row is None:  # first start: only what happens from now on goes out
+                (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+                conn.execute("INSERT INTO event_cursors VALUES ('webhooks', ?)", (last,))
+                return 0
+            endpoints = {
+                r[0]: Endpoint(r[0], r[1], json.loads(r[2]), r[3], bool(r[4]), r[5])
+                for r in conn.execute(
+                    "SELECT tenant_id, url, events, secret, enabled, disabled_reason FROM webhooks"
+                    " WHERE enabled = 1"
+                )
+            }
+            if not endpoints:  # nobody listens: move the cursor past everything at once
+                (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+                if last > row[0]:
+                    conn.execute(
+                        "UPDATE event_cursors SET seq = ? WHERE name = 'webhooks'", (last,)
+                    )
+                return 0
+            events = conn.execute(
+                "SELECT e.seq, e.message_id, e.type, e.at, e.data, m.tenant_id, m.to_number,"
+                " m.status, m.client_ref, m.campaign_id, m.route, m.provider FROM events e"
+                " JOIN messages m ON m.message_id = e.message_id WHERE e.seq > ?"
+                " ORDER BY e.seq LIMIT ?",
+                (row[0], limit),
+            ).fetchall()
+            if not events:
+                return 0
+            queued = 0
+            for event in events:
+                endpoint = endpoints.get(event[5])
+                if endpoint is None or event[2] not in endpoint.events:
+                    continue
+                made = make(tuple(event), endpoint)
+                if made is None:
+                    continue
+                delivery_id, event_type, payload = made
+                conn.execute(
+                    "INSERT INTO webhook_deliveries (delivery_id, tenant_id, event_type, payload,"
+                    " next_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (delivery_id, event[5], event_type, payload, event[3], event[3]),
+                )
+                queued += 1
+            conn.execute(
+                "UPDATE event_cursors SET seq = ? WHERE name = 'webhooks'", (events[-1][0],)
+            )
+            return queued or -1  # -1: events were read, none for a webhook
+
+        return await self._store.writer.run(job)
 
     async def due(self, now: float, limit: int) -> list[Delivery]:
         rows = await self._store._all(
@@ -99,17 +150,19 @@ class SqliteWebhooks:
         error: str | None,
     ) -> None:
         await self._store.writer.run(
-            execute,
-            "UPDATE webhook_deliveries SET state = ?, attempts = ?, next_at = ?,"
-            " last_status = ?, last_error = ? WHERE delivery_id = ?",
-            (state, attempts, next_at, status, error, delivery_id),
+            lambda conn: conn.execute(
+                "UPDATE webhook_deliveries SET state = ?, attempts = ?, next_at = ?,"
+                " last_status = ?, last_error = ? WHERE delivery_id = ?",
+                (state, attempts, next_at, status, error, delivery_id),
+            )
         )
 
     async def hold_tenant(self, tenant_id: str, state: str) -> None:
         await self._store.writer.run(
-            execute,
-            "UPDATE webhook_deliveries SET state = ? WHERE tenant_id = ? AND state = 'pending'",
-            (state, tenant_id),
+            lambda conn: conn.execute(
+                "UPDATE webhook_deliveries SET state = ? WHERE tenant_id = ? AND state = 'pending'",
+                (state, tenant_id),
+            )
         )
 
     async def deliveries(self, tenant_id: str, limit: int = 50) -> list[dict[str, Any]]:
@@ -127,54 +180,6 @@ class SqliteWebhooks:
             "last_error",
             "created_at",
         )
-        return [{**dict(zip(keys, r, strict=True)), "created_at": to_rfc3339(r[-1])} for r in rows]
-
-
-def _feed(
-    conn: sqlite3.Connection,
-    limit: int,
-    make: Callable[[tuple[Any, ...], Endpoint], tuple[str, str, str] | None],
-) -> int:
-    row = conn.execute("SELECT seq FROM event_cursors WHERE name = 'webhooks'").fetchone()
-    if row is None:  # first start: only what happens from now on goes out
-        (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
-        conn.execute("INSERT INTO event_cursors VALUES ('webhooks', ?)", (last,))
-        return 0
-    endpoints = {
-        r[0]: Endpoint(r[0], r[1], json.loads(r[2]), r[3], bool(r[4]), r[5])
-        for r in conn.execute(
-            "SELECT tenant_id, url, events, secret, enabled, disabled_reason FROM webhooks"
-            " WHERE enabled = 1"
-        )
-    }
-    if not endpoints:  # nobody listens: move the cursor past everything at once
-        (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
-        if last > row[0]:
-            conn.execute("UPDATE event_cursors SET seq = ? WHERE name = 'webhooks'", (last,))
-        return 0
-    events = conn.execute(
-        "SELECT e.seq, e.message_id, e.type, e.at, e.data, m.tenant_id, m.to_number,"
-        " m.status, m.client_ref, m.campaign_id, m.route, m.provider FROM events e"
-        " JOIN messages m ON m.message_id = e.message_id WHERE e.seq > ?"
-        " ORDER BY e.seq LIMIT ?",
-        (row[0], limit),
-    ).fetchall()
-    if not events:
-        return 0
-    queued = 0
-    for event in events:
-        endpoint = endpoints.get(event[5])
-        if endpoint is None or event[2] not in endpoint.events:
-            continue
-        made = make(tuple(event), endpoint)
-        if made is None:
-            continue
-        delivery_id, event_type, payload = made
-        conn.execute(
-            "INSERT INTO webhook_deliveries (delivery_id, tenant_id, event_type, payload,"
-            " next_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (delivery_id, event[5], event_type, payload, event[3], event[3]),
-        )
-        queued += 1
-    conn.execute("UPDATE event_cursors SET seq = ? WHERE name = 'webhooks'", (events[-1][0],))
-    return queued or -1  # -1: events were read, none for a webhook
+        return [
+            {**dict(zip(keys, r, strict=True)), "created_at": to_rfc3339(r[-1])} for r in rows
+        ]

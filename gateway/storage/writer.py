@@ -1,14 +1,12 @@
-"""The single SQLite writer, with group commit, run on the event loop.
+"""The single SQLite writer, with group commit.
 
-Every write is a small synchronous job ``job(conn, *args)``: a module-level function
-and arguments that pickle, so that the same jobs can also run in a process of their
-own (``gateway.storage.writer_process``, the production default). Jobs queue up while
-a commit is in flight; when the writer is free it runs all queued jobs in one
-transaction (each in its own savepoint, so one failing job fails alone) and commits
-once. Here, commit and checkpoint, the only calls that wait on the disk, run on a
-dedicated thread; the jobs themselves run on the event loop, because each statement
-handed to another thread costs a GIL hand-off, which under load is a wait of up to the
-interpreter's switch interval (5 ms) per statement.
+Every write is a small synchronous job ``fn(conn)``. Jobs queue up while a
+commit is in flight; when the writer is free it runs all queued jobs in one
+transaction (each in its own savepoint, so one failing job fails alone) and
+commits once. Commit and checkpoint, the only calls that wait on the disk,
+run on a dedicated thread; the jobs themselves run on the event loop, because
+each statement handed to another thread costs a GIL hand-off, which under load
+is a wait of up to the interpreter's switch interval (5 ms) per statement.
 
 Auto-checkpoints are off: a passive checkpoint runs on this same connection
 between commits about once a second, so there is never a second writer (SQLite
@@ -29,8 +27,7 @@ from typing import Any, TypeVar
 from gateway.logging import get_logger
 
 T = TypeVar("T")
-Job = Callable[..., Any]  # job(conn, *args): module-level, so that it pickles
-Request = tuple[Job, tuple[Any, ...], bool]  # (job, args, in a savepoint of its own)
+Job = Callable[[sqlite3.Connection], Any]
 
 log = get_logger("gateway.storage")
 
@@ -43,56 +40,15 @@ def connect(path: Path | str, synchronous: str = "FULL") -> sqlite3.Connection:
     return conn
 
 
-def open_writer_connection(path: Path | str, synchronous: str) -> sqlite3.Connection:
-    conn = connect(path, synchronous)
-    conn.execute("PRAGMA wal_autocheckpoint=0")
-    # 16 MiB of page cache: the recipients' index of a million-row import stays in memory
-    conn.execute("PRAGMA cache_size=-16384")
-    return conn
-
-
-def run_jobs(
-    conn: sqlite3.Connection, batch: list[Request]
-) -> list[tuple[Any, BaseException | None]]:
-    """Runs a batch's jobs in the open transaction; answers each one's (result, error).
-
-    A job in a savepoint that raises has its writes undone and fails alone; one without
-    (``savepoint=False``, for jobs that cannot fail halfway) saves the savepoint's cost.
-    """
-    results: list[tuple[Any, BaseException | None]] = []
-    for job, args, savepoint in batch:
-        if not savepoint:
-            try:
-                results.append((job(conn, *args), None))
-            except Exception as exc:
-                results.append((None, exc))
-            continue
-        conn.execute("SAVEPOINT job")
-        try:
-            result = job(conn, *args)
-        except Exception as exc:
-            conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
-            results.append((None, exc))
-        else:
-            conn.execute("RELEASE job")
-            results.append((result, None))
-    return results
-
-
-def checkpoint(conn: sqlite3.Connection) -> None:
-    try:
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    except sqlite3.Error as exc:  # pragma: no cover - logged, retried next second
-        log.warning("checkpoint_failed", error=str(exc))
-
-
 class SqliteWriter:
     def __init__(
         self, path: Path | str, *, checkpoint_interval_s: float = 1.0, synchronous: str = "FULL"
     ) -> None:
-        self._conn = open_writer_connection(path, synchronous)
-        self._pending: list[tuple[Request, asyncio.Future[Any]]] = []
+        self._conn = connect(path, synchronous)
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        # 16 MiB of page cache: the recipients' index of a million-row import stays in memory
+        self._conn.execute("PRAGMA cache_size=-16384")
+        self._pending: list[tuple[Job, asyncio.Future[Any], bool]] = []
         self._wake = asyncio.Event()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
         self._task: asyncio.Task[None] | None = None
@@ -106,15 +62,11 @@ class SqliteWriter:
     def connection(self) -> sqlite3.Connection:
         return self._conn
 
-    async def start(self) -> None:
+    def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._flusher(), name="sqlite-writer")
 
-    @property
-    def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    async def run(self, job: Callable[..., T], *args: Any, savepoint: bool = True) -> T:
-        """Runs ``job(conn, *args)`` in the next group commit; answers its result once durable.
+    async def run(self, job: Callable[[sqlite3.Connection], T], *, savepoint: bool = True) -> T:
+        """Runs ``job`` in the next group commit; answers its result once durable.
 
         A job runs in a savepoint of its own, so that if it raises, its writes
         are undone and the rest of the batch commits; ``savepoint=False`` saves
@@ -123,7 +75,7 @@ class SqliteWriter:
         if self._closed:
             raise RuntimeError("writer is closed")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append(((job, args, savepoint), fut))
+        self._pending.append((job, fut, savepoint))
         self._wake.set()
         return await fut
 
@@ -143,33 +95,49 @@ class SqliteWriter:
                 await loop.run_in_executor(self._thread, self._checkpoint)
 
     async def _commit_batch(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[Request, asyncio.Future[Any]]],
+        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Job, asyncio.Future[Any], bool]]
     ) -> None:
         conn = self._conn
-        live = [(request, fut) for request, fut in batch if not fut.cancelled()]
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            for _, fut in live:
+            for _, fut, _ in batch:
                 if not fut.done():
                     fut.set_exception(exc)
             return
-        results = run_jobs(conn, [request for request, _ in live])
+        for job, fut, savepoint in batch:
+            if fut.cancelled():
+                continue
+            if not savepoint:
+                try:
+                    results.append((fut, job(conn), None))
+                except Exception as exc:
+                    results.append((fut, None, exc))
+                continue
+            conn.execute("SAVEPOINT job")
+            try:
+                result = job(conn)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                results.append((fut, None, exc))
+            else:
+                conn.execute("RELEASE job")
+                results.append((fut, result, None))
         try:
             await loop.run_in_executor(self._thread, conn.execute, "COMMIT")
         except sqlite3.Error as exc:
             log.error("commit_failed", error=str(exc), jobs=len(batch))
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            for _, fut in live:
+            for fut, _, _ in results:
                 if not fut.done():
                     fut.set_exception(exc)
             return
         self.commits += 1
         self.jobs += len(results)
-        for (_, fut), (result, error) in zip(live, results, strict=True):
+        for fut, result, error in results:
             if fut.done():
                 continue
             if error is None:
@@ -178,7 +146,10 @@ class SqliteWriter:
                 fut.set_exception(error)
 
     def _checkpoint(self) -> None:
-        checkpoint(self._conn)
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:  # pragma: no cover - logged, retried next second
+            log.warning("checkpoint_failed", error=str(exc))
 
     async def close(self) -> None:
         """Commits what is queued, checkpoints, and closes."""

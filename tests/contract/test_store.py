@@ -245,14 +245,16 @@ async def test_a_queue_entry_without_its_message_is_dropped_not_claimed_for_ever
     db: Store,
 ) -> None:
     """A damaged database (a queue entry whose message is gone) does not stall the queue."""
-    from gateway.storage.sqlite import SqliteStore, execute
+    from gateway.storage.sqlite import SqliteStore
 
     if not isinstance(db, SqliteStore):
         pytest.skip("only SQLite can hold such an entry")
     ok = message()
     await db.accept(ok)
     await db.writer.run(
-        execute, "INSERT INTO dispatch_queue (message_id, due_at) VALUES ('orphan', ?)", (NOW - 5,)
+        lambda conn: conn.execute(
+            "INSERT INTO dispatch_queue (message_id, due_at) VALUES ('orphan', ?)", (NOW - 5,)
+        )
     )
     claimed = await db.claim_due(NOW, 10, NOW + 60)
     assert [q.id for q in claimed] == [ok.id]
