@@ -68,3 +68,22 @@ async def test_forged_cookie_is_not_a_session(gw: Gateway) -> None:
             "/console/logs", headers={"Cookie": f"gw_console={forged}"}, allow_redirects=False
         )
         assert resp.status == 303 and resp.headers["Location"] == "/console", forged
+
+
+async def test_pages_forbid_framing_scripts_and_referrers(gw: Gateway) -> None:
+    """Every console page, signed in or not, refuses to be framed, runs no script, and
+    sends its address (whose query can hold a number) to no other site."""
+    await gw.client.post("/console/login", data={"key": gw.keys["bank_a"]["ops_key"]})
+    for path in ("/console", "/console/logs?to=13812345678", "/console/templates"):
+        resp = await gw.client.get(path)
+        assert resp.status == 200, path
+        csp = resp.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        assert "script-src" not in csp  # no script at all, by default-src
+        assert resp.headers["X-Frame-Options"] == "DENY"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["Referrer-Policy"] == "no-referrer"
+        assert '<link rel="icon" href="data:,">' in await resp.text()  # no favicon request
+    await gw.client.post("/console/logout")
+    signed_out = await gw.client.get("/console")
+    assert signed_out.headers["X-Frame-Options"] == "DENY"
