@@ -2,7 +2,7 @@
 
 Both run the real gateway as a process (and for the campaign the real mock providers,
 zero latency), over HTTP, on the real SQLite database; the gateway's peak memory is
-its process's VmHWM.
+its process's VmHWM (`bench.procs.peak_rss_mb`).
 """
 
 from __future__ import annotations
@@ -24,13 +24,6 @@ CITIES = ("太原", "大同", "北京", "上海")
 
 def _log(msg: str) -> None:
     print(f"bench: {msg}", flush=True, file=sys.stderr)
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def write_ndjson(path: Path, count: int) -> None:
@@ -111,7 +104,7 @@ def measure_import(count: int = 1_000_000) -> dict[str, Any]:
         try:
             _log("import: streaming them to POST /v1/recipients:import")
             out, seconds = _import(gw, data)
-            peak = peak_rss_mb(gw.proc.pid)
+            peak = procs.peak_rss_mb(gw.proc.pid)
         finally:
             procs.stop(gw.proc)
     return {
@@ -147,7 +140,7 @@ def measure_campaign(count: int = 100_000, timeout_s: float = 900) -> dict[str, 
         gw = gateway.start(cwd, dispatch=True)
         try:
             _import(gw, data)
-            rss_before = peak_rss_mb(gw.proc.pid)
+            rss_before = procs.peak_rss_mb(gw.proc.pid)
             _request(gw, "PUT", "/v1/settings", {"quiet_hours": None, "frequency_cap": None})
             _request(gw, "PUT", "/v1/segments/fund", {"rule": {"tag": "fund"}})
             audience = _request(gw, "GET", "/v1/segments/fund/count")["count"]
@@ -174,7 +167,7 @@ def measure_campaign(count: int = 100_000, timeout_s: float = 900) -> dict[str, 
                     break
                 time.sleep(0.25)
             seconds = time.perf_counter() - started
-            peak = peak_rss_mb(gw.proc.pid)
+            peak = procs.peak_rss_mb(gw.proc.pid)
             stats = _request(gw, "GET", f"/v1/campaigns/{campaign_id}/stats")
             delivered = stats["delivered"]
         finally:

@@ -364,6 +364,9 @@ def drain(opts: Options, seed: Seed, latency_ms: int) -> Outcome:
             stats: dict[str, dict[str, int]] = json.loads(
                 procs.get_json_text(f"http://127.0.0.1:{mock_port}/_mock/stats")
             )
+            facts.append(
+                f"gateway peak memory (VmHWM, after the drain) {procs.peak_rss_mb(gw.pid):.1f} MB"
+            )
         finally:
             for running in (spy, mock_spy):
                 if running is not None and running.poll() is None:

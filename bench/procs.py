@@ -98,6 +98,14 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time ``pid`` has used so far; 0 if it is gone."""
     try:
