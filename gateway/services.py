@@ -43,7 +43,5 @@ class Services:
     webhooks: SqliteWebhooks | None = None
     webhook_sender: WebhookSender | None = None
     draining: bool = field(default=False)
-    # console sessions signed out before their expiry: cookie → when it would have expired
-    signed_out: dict[str, float] = field(default_factory=dict)
     # per matched route: its endpoint and its name in metrics (the middleware asks once)
     route_info: dict[object, tuple[Endpoint | None, str]] = field(default_factory=dict)

@@ -30,7 +30,6 @@ from providers import signing
 
 COOKIE = "gw_console"
 SESSION_S = 8 * 3600
-MAX_SIGNED_OUT = 10_000  # sessions ended early, remembered until they expire
 
 
 @lru_cache(maxsize=8)
@@ -101,9 +100,10 @@ async def _principal(request: web.Request) -> Principal | None:
     if header:
         return await auth.authenticate(header)  # a wrong key is a 401, as on the API
     session = _session(request)
-    if session is None or session[0] in request.app[SERVICES].signed_out:
+    store = request.app[SERVICES].store
+    if session is None or await store.is_signed_out(_session_hash(session[0])):
         return None
-    found = await request.app[SERVICES].store.find_key(session[1])
+    found = await store.find_key(session[1])
     return Principal(*found) if found else None
 
 
@@ -151,18 +151,19 @@ async def login(request: web.Request) -> web.Response:
     raise response
 
 
+def _session_hash(cookie: str) -> str:
+    """What the database keeps of a signed-out session: never the cookie itself."""
+    return hashlib.sha256(cookie.encode()).hexdigest()
+
+
 async def logout(request: web.Request) -> web.Response:
-    """Ends the session here too, not only in the browser: a copy of the cookie no longer
-    signs in (until it would have expired anyway; this process remembers, a restart does
-    not)."""
-    session = _session(request)  # only sessions we signed: forged ones cannot fill the list
+    """Ends the session on the server too, not only in the browser: a copy of the cookie no
+    longer signs in, across restarts, until it would have expired anyway."""
+    session = _session(request)  # only sessions we signed: forged ones cannot fill the table
     if session is not None:
-        signed_out = request.app[SERVICES].signed_out
-        now = time.time()
-        for stale in [c for c, until in signed_out.items() if until < now]:
-            del signed_out[stale]
-        if len(signed_out) < MAX_SIGNED_OUT:
-            signed_out[session[0]] = float(session[2])
+        await request.app[SERVICES].store.sign_out(
+            _session_hash(session[0]), float(session[2]), time.time()
+        )
     response = web.HTTPSeeOther("/console")
     response.del_cookie(COOKIE, path="/console")
     raise response

@@ -69,6 +69,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.tenants: dict[str, float] = {}
         self.keys: dict[str, tuple[str, str]] = {}
+        self.signouts: dict[str, float] = {}  # session hash → when it would have expired
         self.brands: dict[tuple[str, str], dict[str, Any]] = {}
         self.templates: dict[tuple[str, str], list[TemplateRecord]] = {}
         self.messages: dict[str, _Message] = {}
@@ -110,6 +111,14 @@ class MemoryStore:
 
     async def find_key(self, key_hash: str) -> tuple[str, str] | None:
         return self.keys.get(key_hash)
+
+    async def sign_out(self, session_hash: str, until: float, now: float) -> None:
+        for stale in [h for h, t in self.signouts.items() if t < now]:
+            del self.signouts[stale]
+        self.signouts[session_hash] = until
+
+    async def is_signed_out(self, session_hash: str) -> bool:
+        return session_hash in self.signouts
 
     async def put_brand(
         self, tenant_id: str, brand_id: str, body: dict[str, Any], now: float

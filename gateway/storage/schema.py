@@ -231,6 +231,14 @@ MIGRATIONS: list[str] = [
     WHERE provider_ref IS NOT NULL;
     DELETE FROM report_seen WHERE status IN ('delivered', 'failed', 'displayed');
     """,
+    # 8: console sessions signed out before they expire, kept across restarts (the SHA-256
+    #    of the cookie, never the cookie), each until it would have expired anyway
+    """
+    CREATE TABLE console_signouts (
+        session_hash TEXT PRIMARY KEY,
+        until        REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

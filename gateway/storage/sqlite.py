@@ -179,6 +179,22 @@ class SqliteStore:
         )
         return (row[0], row[1]) if row else None
 
+    async def sign_out(self, session_hash: str, until: float, now: float) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM console_signouts WHERE until < ?", (now,))
+            conn.execute(
+                "INSERT OR REPLACE INTO console_signouts (session_hash, until) VALUES (?, ?)",
+                (session_hash, until),
+            )
+
+        await self.writer.run(job)
+
+    async def is_signed_out(self, session_hash: str) -> bool:
+        row = await self._one(
+            "SELECT 1 FROM console_signouts WHERE session_hash = ?", (session_hash,)
+        )
+        return row is not None
+
     # brands ------------------------------------------------------------------------------
     async def put_brand(
         self, tenant_id: str, brand_id: str, body: dict[str, Any], now: float

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
+from collections.abc import Awaitable, Callable
+
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.storage.sqlite import SqliteStore
 from tests.conftest import Gateway
 
 
@@ -30,9 +38,11 @@ async def test_sign_in_and_pages(gw: Gateway) -> None:
     assert 'name="key"' in await (await gw.client.get("/console")).text()
 
 
-async def test_a_signed_out_session_cookie_signs_nobody_in(gw: Gateway) -> None:
-    """After sign-out a copy of the session cookie no longer works (the server ends it too,
-    not only the browser)."""
+async def test_a_signed_out_session_cookie_signs_nobody_in(
+    gw: Gateway, aiohttp_client: Callable[..., Awaitable[TestClient]]
+) -> None:
+    """After sign-out a copy of the session cookie no longer works: the server ends it too,
+    not only the browser, and a restart does not bring it back."""
     ok = await gw.client.post(
         "/console/login", data={"key": gw.keys["bank_a"]["ops_key"]}, allow_redirects=False
     )
@@ -42,10 +52,24 @@ async def test_a_signed_out_session_cookie_signs_nobody_in(gw: Gateway) -> None:
     gw.client.session.cookie_jar.update_cookies({"gw_console": copy})
     resp = await gw.client.get("/console/logs", allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/console"
-    assert list(gw.services.signed_out) == [copy]
-    # a sign-out with a cookie we never signed is not remembered (nobody fills the list)
+    db = gw.services.settings.sqlite_path
+    with sqlite3.connect(db) as conn:  # kept hashed, as keys are: never the cookie
+        kept = conn.execute("SELECT session_hash FROM console_signouts").fetchall()
+    assert kept == [(hashlib.sha256(copy.encode()).hexdigest(),)]
+    # a sign-out with a cookie we never signed is not kept (nobody fills the table)
     await gw.client.post("/console/logout", headers={"Cookie": "gw_console=abc:9999999999:00"})
-    assert list(gw.services.signed_out) == [copy]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM console_signouts").fetchone() == (1,)
+    await gw.client.close()
+
+    settings = gw.services.settings  # the gateway restarts over the same database
+    app = create_app(
+        settings, store=SqliteStore(settings.sqlite_path), providers=gw.providers, clock=gw.clock
+    )
+    client = await aiohttp_client(app)
+    client.session.cookie_jar.update_cookies({"gw_console": copy})
+    again = await client.get("/console/logs", allow_redirects=False)
+    assert again.status == 303 and again.headers["Location"] == "/console"
 
 
 async def test_the_sign_in_address_reloaded_shows_the_sign_in_page(gw: Gateway) -> None:

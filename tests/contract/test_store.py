@@ -210,7 +210,9 @@ async def test_a_submitted_sms_waits_for_its_report_until_it_expires(db: Store) 
             for m in (reported, silent)
         ]
     )
-    await db.apply_reports("cmcc", [DeliveryReport(reported.id, f"ref-{reported.id}", "delivered")], NOW)
+    await db.apply_reports(
+        "cmcc", [DeliveryReport(reported.id, f"ref-{reported.id}", "delivered")], NOW
+    )
     assert await db.claim_due(NOW + 599, 10, NOW + 660) == []
     [due] = await db.claim_due(NOW + 600, 10, NOW + 660)
     assert (due.id, due.stage, due.status) == (silent.id, "report_wait", "submitted")
@@ -286,3 +288,10 @@ async def test_a_portability_read_in_flight_does_not_hide_an_override(db: Store)
     gate.set()
     await read
     assert await db.portability("t1", numbers) == {numbers[0]: "ctcc"}
+
+
+async def test_a_sign_out_is_kept_until_its_session_would_have_expired(db: Store) -> None:
+    await db.sign_out("old", until=NOW + 100, now=NOW)
+    assert await db.is_signed_out("old") and not await db.is_signed_out("other")
+    await db.sign_out("new", until=NOW + 900, now=NOW + 200)  # "old" has expired: it goes
+    assert not await db.is_signed_out("old") and await db.is_signed_out("new")
