@@ -112,3 +112,15 @@ async def test_pages_forbid_framing_scripts_and_referrers(gw: Gateway) -> None:
     await gw.client.post("/console/logout")
     signed_out = await gw.client.get("/console")
     assert signed_out.headers["X-Frame-Options"] == "DENY"
+
+
+async def test_the_log_page_filters_by_time(gw: Gateway) -> None:
+    """The log page's form has since and until, and they filter as the API's do."""
+    await gw.send(to="13812345678")
+    await gw.client.post("/console/login", data={"key": gw.keys["bank_a"]["ops_key"]})
+    page = await (await gw.client.get("/console/logs")).text()
+    assert 'name="since"' in page and 'name="until"' in page and "+86138****5678" in page
+    later = await (await gw.client.get("/console/logs?since=2099-01-01T00:00:00%2B08:00")).text()
+    assert "+86138****5678" not in later and 'value="2099-01-01T00:00:00+08:00"' in later
+    bad = await (await gw.client.get("/console/logs?until=yesterday")).text()
+    assert "query.until" in bad  # the API's own message, naming the field
