@@ -341,7 +341,13 @@ class Dispatcher:
                     for route, reason in skipped
                     if route in RICH and reason != "no_card"
                 )
-            submission = Submission(q.client_ref, q.to, candidate.route, q.rendered.text, payload)  # type: ignore[arg-type]
+            submission = Submission(
+                q.client_ref(candidate.provider),
+                q.to,
+                candidate.route,  # type: ignore[arg-type]
+                q.rendered.text,
+                payload,
+            )
             return _Planned(q, candidate, submission, fallbacks)
         return Suppressed(q.id, "no_route", now)
 

@@ -75,6 +75,7 @@ class MockState:
     inboxes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     callback_bases: dict[str, str] = field(default_factory=dict)
     _seen: dict[tuple[str, str], str] = field(default_factory=dict)
+    _ids: set[tuple[str, str]] = field(default_factory=set)  # (provider, gateway message id)
     # references are unique to this process (a random prefix) and cheap (a counter):
     # a uuid4 per message cost more than the rest of taking it
     _prefix: str = field(default_factory=lambda: secrets.token_hex(6))
@@ -96,7 +97,12 @@ class MockState:
             return Accepted(known, is_new=False)
         msg_id = f"{provider}-{self._prefix}{next(self._serial):08x}"
         self._seen[(provider, client_ref)] = msg_id
-        counts.distinct += 1
+        # distinct gateway message ids: a carrier's SMS after its own 5G message of the same
+        # message comes as ``<id>.1`` (a new reference, one message)
+        gateway_id = (provider, client_ref.split(".", 1)[0])
+        if gateway_id not in self._ids:
+            self._ids.add(gateway_id)
+            counts.distinct += 1
         self.inboxes.setdefault(to, []).append(
             {
                 "provider": provider,
@@ -125,6 +131,7 @@ class MockState:
         self.counts = {p: Counts() for p in PROVIDERS}
         self.inboxes.clear()
         self._seen.clear()
+        self._ids.clear()
 
 
 class TokenBucket:

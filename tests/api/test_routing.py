@@ -124,8 +124,8 @@ async def test_dead_vendor_opens_its_circuit_then_recovers(gw: Gateway) -> None:
 
 
 async def test_no_report_from_rich_route_sends_sms(gw: Gateway) -> None:
-    """A rich message with no delivery report by the rich timeout goes again as SMS, with a
-    fresh reference so the carrier does not take it for a repeat."""
+    """A rich message with no delivery report by the rich timeout goes again as SMS; the
+    carrier never had it, so it gets the gateway's message id as its reference."""
     _vendor(gw).capable.add(NUMBER)
     await _approve(gw)
     message_id = await gw.send()
@@ -137,7 +137,7 @@ async def test_no_report_from_rich_route_sends_sms(gw: Gateway) -> None:
     fallback = [e for e in msg["events"] if e["type"] == "fallback"]
     assert fallback[0]["from"] == "vendor_card" and fallback[0]["reason"] == "rich_timeout"
     [sms] = gw.providers["cmcc"].submitted
-    assert sms.message_id == f"{message_id}.1"
+    assert sms.message_id == message_id
     body, sig = report_body((sms.message_id, f"cmcc-{sms.message_id}", "delivered"))
     await gw.client.post("/callbacks/cmcc/dlr", data=body, headers={"X-Signature": sig})
     assert (await gw.message(message_id))["status"] == "delivered"
@@ -283,6 +283,28 @@ async def test_a_rich_route_that_gives_up_falls_back_to_sms_not_another_rich_rou
     assert fallback["from"] == "vendor_card" and fallback["to"] == "sms"
     assert fallback["reason"].startswith("dlr_failed") and fallback["provider"] == "huawei"
     assert [s.route for s in carrier.submitted] == ["sms"]
+
+
+async def test_a_carriers_sms_after_its_own_rich_message_has_a_fresh_reference(
+    gw: Gateway,
+) -> None:
+    """China Mobile took the 5G message, then reported it failed: its SMS of the same message
+    goes as ``<id>.1``, or the carrier would drop it as a repeat; its report settles it."""
+    carrier = _rich_carrier(gw)
+    carrier.capable.add(NUMBER)
+    message_id = await gw.send()
+    await _drain(gw)
+    body, sig = report_body((message_id, f"cmcc-{message_id}", "failed"))
+    await gw.client.post("/callbacks/cmcc/dlr", data=body, headers={"X-Signature": sig})
+    await _drain(gw)
+    assert [(s.route, s.message_id) for s in carrier.submitted] == [
+        ("carrier_rich", message_id),
+        ("sms", f"{message_id}.1"),
+    ]
+    ok = report_body((f"{message_id}.1", f"cmcc-{message_id}.1", "delivered"))
+    await gw.client.post("/callbacks/cmcc/dlr", data=ok[0], headers={"X-Signature": ok[1]})
+    msg = await gw.message(message_id)
+    assert (msg["route"], msg["status"]) == ("sms", "delivered")
 
 
 async def test_rich_only_send_fails_when_its_route_refuses(gw: Gateway) -> None:

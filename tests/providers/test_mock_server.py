@@ -195,6 +195,21 @@ async def test_same_client_ref_is_never_delivered_twice(mock, signed, sink) -> N
     assert len(inbox["messages"]) == 1
 
 
+async def test_a_suffixed_reference_is_a_new_submission_of_the_same_message(
+    mock, signed, sink
+) -> None:
+    """``m1.1`` (the SMS after this carrier's own 5G message m1) reaches the phone, and
+    counts as one more submission of one gateway message id, not a second id."""
+    client = await mock()
+    for ref in ("m1", "m1.1"):
+        body, headers = signed(batch(sink.url("/cb"), ref))
+        assert (await client.post(BATCH, data=body, headers=headers)).status == 200
+    stats = await (await client.get("/_mock/stats")).json()
+    assert stats["cmcc"] == {"submitted": 2, "distinct": 1}
+    inbox = await (await client.get("/_mock/inbox", params={"to": PHONE})).json()
+    assert [m["client_ref"] for m in inbox["messages"]] == ["m1", "m1.1"]
+
+
 @pytest.mark.parametrize("signature", [None, "forged"])
 async def test_unsigned_or_forged_batch_is_refused(mock, sink, signature) -> None:
     """Without the carrier's signature the batch gets 401 and nothing is recorded."""
