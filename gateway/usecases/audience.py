@@ -17,7 +17,7 @@ from gateway.dispatch.policy import DEFAULT_SETTINGS
 from gateway.domain.phones import InvalidNumber, to_e164
 from gateway.domain.segments import RuleError, parse_rule, valid_attr_name
 from gateway.domain.windows import parse_hhmm, zone
-from gateway.errors import InvalidInput, NotFound
+from gateway.errors import FieldError, InvalidInput, NotFound
 from gateway.storage.audience import Recipient, SqliteAudience
 from gateway.storage.base import Store
 from gateway.usecases.catalog import invalid_from_pydantic
@@ -299,8 +299,16 @@ class Audience:
 
     # segments ------------------------------------------------------------------------------
     async def put_segment(self, tenant_id: str, segment_id: str, body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict) or set(body) != {"rule"}:
-            raise InvalidInput.field(["body"], 'send {"rule": …} and nothing else')
+        if not isinstance(body, dict):
+            raise InvalidInput.field(["body"], 'an object: {"rule": …}')
+        extra = sorted(set(body) - {"rule"})
+        if extra:  # named, as pydantic names them on every other body
+            raise InvalidInput(
+                "; ".join(f"{k}: Extra inputs are not permitted" for k in extra),
+                [FieldError((k,), "Extra inputs are not permitted") for k in extra],
+            )
+        if "rule" not in body:
+            raise InvalidInput.field(["rule"], "Field required")
         try:
             parse_rule(body["rule"])
         except RuleError as exc:

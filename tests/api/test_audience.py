@@ -212,6 +212,21 @@ async def test_segments_validate_and_count(gw: Gateway) -> None:
     ).status == 404
 
 
+async def test_a_segment_body_names_the_field_it_cannot_take(gw: Gateway) -> None:
+    """An unknown field is named (as on every other body); a missing rule is named too."""
+    cases = [
+        ({"rule": {"tag": "vip"}, "rul": 1}, [["rul"]]),
+        ({"rul": {"tag": "vip"}}, [["rul"]]),
+        ({}, [["rule"]]),
+        ([], [["body"]]),
+    ]
+    for body, locs in cases:
+        resp = await gw.client.put("/v1/segments/s1", json=body, headers=gw.auth())
+        assert resp.status == 422, body
+        assert resp.content_type == "application/problem+json"
+        assert [e["loc"] for e in (await resp.json())["errors"]] == locs, body
+
+
 async def test_settings(make_gateway) -> None:  # type: ignore[no-untyped-def]
     """Settings start at the defaults; a PUT changes what it names; null turns a policy off."""
     gw = await make_gateway()
