@@ -133,6 +133,8 @@ async def login(request: web.Request) -> web.Response:
     try:
         principal = await request.app[SERVICES].auth.authenticate(f"Bearer {key}")
     except Unauthenticated:
+        if "text/html" not in request.headers.get("Accept", ""):
+            raise  # not a browser: the API's 401, as problem+json
         return _html(
             "login.html", 401, title="Sign in", principal=None, error="That key is not valid."
         )

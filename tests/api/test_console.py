@@ -18,8 +18,12 @@ async def test_sign_in_and_pages(gw: Gateway) -> None:
     await gw.send(to="13812345678")
     resp = await gw.client.get("/console")
     assert resp.status == 200 and 'name="key"' in await resp.text()
-    bad = await gw.client.post("/console/login", data={"key": "nope"}, allow_redirects=False)
-    assert bad.status == 401
+    bad = await gw.client.post(
+        "/console/login", data={"key": "nope"}, headers={"Accept": "text/html"}
+    )
+    assert bad.status == 401 and "That key is not valid." in await bad.text()  # a browser
+    script = await gw.client.post("/console/login", data={"key": "nope"})
+    assert script.status == 401 and script.content_type == "application/problem+json"
     ok = await gw.client.post(
         "/console/login", data={"key": gw.keys["bank_a"]["ops_key"]}, allow_redirects=False
     )
