@@ -52,3 +52,11 @@ def path_id(request: web.Request, name: str) -> str:
             "1 to 64 letters, digits, '.', '-' or '_', starting with a letter or digit",
         )
     return value
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    """The request's ``Idempotency-Key`` (1 to 255 characters), if it sent one."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise InvalidInput.field(["header", "Idempotency-Key"], "must be 1 to 255 characters")
+    return key

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.api.bodies import json_body, path_id
+from gateway.api.bodies import idempotency_key, json_body, path_id
 from gateway.api.endpoints import READ, WRITE, Endpoint
 from gateway.api.json import respond
 from gateway.api.middlewares import PRINCIPAL
@@ -21,8 +21,11 @@ def _campaigns(request: web.Request) -> Campaigns:
 
 
 async def create(request: web.Request) -> web.Response:
-    out = await _campaigns(request).create(request[PRINCIPAL].tenant_id, await json_body(request))
-    return respond(out, 202)
+    key = idempotency_key(request)
+    out, replayed = await _campaigns(request).create(
+        request[PRINCIPAL].tenant_id, await json_body(request), idempotency_key=key
+    )
+    return respond(out, 202, {"Idempotent-Replayed": "true"} if replayed else None)
 
 
 async def get(request: web.Request) -> web.Response:

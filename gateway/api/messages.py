@@ -9,14 +9,14 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from cards.targets import route_payload
-from gateway.api.bodies import parse, path_id
+from gateway.api.bodies import idempotency_key, parse, path_id
 from gateway.api.endpoints import READ, WRITE, Endpoint
 from gateway.api.json import respond
 from gateway.api.middlewares import PRINCIPAL
 from gateway.clock import event_json, to_rfc3339
 from gateway.domain.messages import MessageView, Rendered
 from gateway.domain.phones import mask
-from gateway.errors import InvalidInput, NotFound
+from gateway.errors import NotFound
 from gateway.keys import SERVICES
 from gateway.usecases.revoke import revoke
 from gateway.usecases.sending import SendAccepted, SendRequest, request_hash
@@ -45,9 +45,7 @@ class MessageOut(BaseModel):
 async def send(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     req, raw = await parse(request, SendRequest)
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= 255:
-        raise InvalidInput.field(["header", "Idempotency-Key"], "must be 1 to 255 characters")
+    key = idempotency_key(request)
     result = await services.sender.send(
         request[PRINCIPAL], req, idempotency_key=key, body_hash=request_hash(raw) if key else ""
     )

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from gateway.domain.messages import NewMessage
+from gateway.domain.messages import IdempotencyRecord, NewMessage
 from gateway.domain.segments import Rule, to_sql
-from gateway.storage.sqlite import SqliteStore, dumps, insert_message
+from gateway.storage.sqlite import SqliteStore, claim_idempotency, dumps, insert_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,16 +210,30 @@ class SqliteAudience:
         return out
 
     # campaigns -----------------------------------------------------------------------------
-    async def create_campaign(self, row: CampaignRow) -> None:
+    async def idempotency(self, tenant_id: str, key: str) -> IdempotencyRecord | None:
+        return await self._store.get_idempotency(tenant_id, key)
+
+    async def create_campaign(
+        self, row: CampaignRow, idempotency: IdempotencyRecord | None = None
+    ) -> tuple[str, bool]:
+        """Stores a new campaign; answers (its id, False), or with an ``Idempotency-Key``
+        used before for the same request, (the earlier campaign's id, True) and stores
+        nothing (``IdempotencyConflict`` if it came with another request)."""
         r = row
-        await self._store.writer.run(
-            lambda conn: conn.execute(
+        body = dumps(r.body)
+
+        def job(conn: sqlite3.Connection) -> tuple[str, bool]:
+            if idempotency is not None:
+                earlier = claim_idempotency(conn, idempotency)
+                if earlier is not None:
+                    return earlier, True
+            conn.execute(
                 f"INSERT INTO campaigns ({_CAMPAIGN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     r.campaign_id,
                     r.tenant_id,
                     r.name,
-                    dumps(r.body),
+                    body,
                     r.state,
                     r.cursor,
                     r.targeted,
@@ -229,7 +243,9 @@ class SqliteAudience:
                     r.updated_at,
                 ),
             )
-        )
+            return r.campaign_id, False
+
+        return await self._store.writer.run(job)
 
     async def get_campaign(self, tenant_id: str | None, campaign_id: str) -> CampaignRow | None:
         row = await self._store._one(

@@ -520,27 +520,9 @@ class SqliteStore:
 
         def job(conn: sqlite3.Connection) -> AcceptResult:
             if idempotency is not None:
-                try:
-                    conn.execute(
-                        "INSERT INTO idempotency_keys (tenant_id, key, request_hash, message_id,"
-                        " created_at) VALUES (?, ?, ?, ?, ?)",
-                        (
-                            idempotency.tenant_id,
-                            idempotency.key,
-                            idempotency.request_hash,
-                            idempotency.message_id,
-                            idempotency.created_at,
-                        ),
-                    )
-                except sqlite3.IntegrityError:
-                    request_hash, message_id = conn.execute(
-                        "SELECT request_hash, message_id FROM idempotency_keys"
-                        " WHERE tenant_id = ? AND key = ?",
-                        (idempotency.tenant_id, idempotency.key),
-                    ).fetchone()
-                    if request_hash != idempotency.request_hash:
-                        raise IdempotencyConflict(idempotency.key) from None
-                    return AcceptResult(message_id, replayed=True)
+                earlier = claim_idempotency(conn, idempotency)
+                if earlier is not None:
+                    return AcceptResult(earlier, replayed=True)
             insert_message(conn, m)
             return AcceptResult(m.id)
 
@@ -715,6 +697,35 @@ class SqliteStore:
         self, provider: str, reports: Sequence[DeliveryReport], now: float
     ) -> list[ReportResult]:
         return await self.writer.run(lambda conn: _apply_reports(conn, provider, reports, now))
+
+
+def claim_idempotency(conn: sqlite3.Connection, idempotency: IdempotencyRecord) -> str | None:
+    """Records the key for the resource about to be made; answers the earlier resource's id
+    if the key was used before with the same request, and raises ``IdempotencyConflict`` if
+    with another. In the writer's transaction, so concurrent requests with one key run once.
+    (``message_id`` holds the resource's id: a message, or a campaign.)"""
+    try:
+        conn.execute(
+            "INSERT INTO idempotency_keys (tenant_id, key, request_hash, message_id,"
+            " created_at) VALUES (?, ?, ?, ?, ?)",
+            (
+                idempotency.tenant_id,
+                idempotency.key,
+                idempotency.request_hash,
+                idempotency.message_id,
+                idempotency.created_at,
+            ),
+        )
+    except sqlite3.IntegrityError:
+        request_hash, resource_id = conn.execute(
+            "SELECT request_hash, message_id FROM idempotency_keys"
+            " WHERE tenant_id = ? AND key = ?",
+            (idempotency.tenant_id, idempotency.key),
+        ).fetchone()
+        if request_hash != idempotency.request_hash:
+            raise IdempotencyConflict(idempotency.key) from None
+        return str(resource_id)
+    return None
 
 
 def insert_message(conn: sqlite3.Connection, m: NewMessage, *, skip_existing: bool = False) -> bool:

@@ -10,16 +10,18 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, f
 
 from cards.variables import check_variables
 from gateway.clock import Clock, to_rfc3339
-from gateway.domain.messages import Status
+from gateway.domain.messages import IdempotencyRecord, Status
 from gateway.domain.phones import InvalidNumber, mask, to_e164
 from gateway.domain.segments import RuleError, parse_rule
 from gateway.domain.windows import parse_hhmm
 from gateway.errors import Conflict, FieldError, InvalidInput, NotFound
 from gateway.ids import new_id
 from gateway.storage.audience import CampaignRow, SqliteAudience
+from gateway.storage.base import IdempotencyConflict
 from gateway.usecases.audience import FrequencyCap
 from gateway.usecases.catalog import Catalog, invalid_from_pydantic
 from gateway.usecases.fields import Rfc3339, check_schedule
+from gateway.usecases.sending import idempotency_conflict, request_hash
 
 
 class AudienceSpec(BaseModel):
@@ -92,7 +94,19 @@ class Campaigns:
         self._clock = clock
         self.on_change = lambda: None
 
-    async def create(self, tenant_id: str, body: Any) -> dict[str, Any]:
+    async def create(
+        self, tenant_id: str, body: Any, *, idempotency_key: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """A new campaign's first answer, and whether it is an earlier one's again: with an
+        ``Idempotency-Key`` (as for single sends, Stripe's semantics) the same body answers
+        the first campaign again, before anything is checked, and a different body is 409."""
+        body_hash = request_hash(body) if idempotency_key is not None else ""
+        if idempotency_key is not None:
+            earlier = await self._audience.idempotency(tenant_id, idempotency_key)
+            if earlier is not None:
+                if earlier.request_hash != body_hash:
+                    raise idempotency_conflict()
+                return await self._first_answer(tenant_id, earlier.message_id), True
         try:
             spec = CampaignIn.model_validate(body)
         except ValidationError as exc:
@@ -152,23 +166,40 @@ class Campaigns:
         campaign_id = new_id(int(now * 1000))
         state = "scheduled" if start_at > now else "running"
         body_out = spec.model_dump(mode="json") | {"audience": stored_audience}
-        await self._audience.create_campaign(
-            CampaignRow(
-                campaign_id,
-                tenant_id,
-                spec.name,
-                body_out,
-                state,
-                None,
-                0,
-                False,
-                start_at,
-                now,
-                now,
-            )
+        idempotency = (
+            IdempotencyRecord(tenant_id, idempotency_key, body_hash, campaign_id, now)
+            if idempotency_key is not None
+            else None
         )
+        try:
+            stored, replayed = await self._audience.create_campaign(
+                CampaignRow(
+                    campaign_id,
+                    tenant_id,
+                    spec.name,
+                    body_out,
+                    state,
+                    None,
+                    0,
+                    False,
+                    start_at,
+                    now,
+                    now,
+                ),
+                idempotency,
+            )
+        except IdempotencyConflict:  # the same key, another body, at the same moment
+            raise idempotency_conflict() from None
+        if replayed:  # the same request at the same moment: the first one made it
+            return await self._first_answer(tenant_id, stored), True
         self.on_change()
-        return {"campaign_id": campaign_id, "state": state}
+        return {"campaign_id": campaign_id, "state": state}, False
+
+    async def _first_answer(self, tenant_id: str, campaign_id: str) -> dict[str, Any]:
+        """What creating the campaign answered: its id and the state it began in."""
+        row = await self.require(tenant_id, campaign_id)
+        began = "scheduled" if row.start_at > row.created_at else "running"
+        return {"campaign_id": row.campaign_id, "state": began}
 
     async def require(self, tenant_id: str, campaign_id: str) -> CampaignRow:
         row = await self._audience.get_campaign(tenant_id, campaign_id)

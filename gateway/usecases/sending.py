@@ -81,7 +81,7 @@ class Sender:
             earlier = await self._store.get_idempotency(tenant, idempotency_key)
             if earlier is not None:
                 if earlier.request_hash != body_hash:
-                    raise _idempotency_conflict()
+                    raise idempotency_conflict()
                 return AcceptResult(earlier.message_id, replayed=True)
 
         try:
@@ -129,13 +129,13 @@ class Sender:
         try:
             result = await self._store.accept(message, idem)
         except IdempotencyConflict:
-            raise _idempotency_conflict() from None
+            raise idempotency_conflict() from None
         if not result.replayed and status == Status.ACCEPTED:
             self._on_accepted()
         return result
 
 
-def _idempotency_conflict() -> Conflict:
+def idempotency_conflict() -> Conflict:
     return Conflict(
         "this Idempotency-Key was used with a different request body",
         [FieldError(("header", "Idempotency-Key"), "reused with a different body")],

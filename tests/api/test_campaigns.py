@@ -3,6 +3,7 @@ pause/resume/cancel, a restart in the middle, and the funnel."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from datetime import datetime
 from typing import Any
@@ -399,3 +400,46 @@ async def test_ops_key_sees_campaign_recipients_masked(gw: Gateway) -> None:
     assert ops["audience"]["recipients"] == ["+86138****5678"]
     mine = await _get(gw, f"/v1/campaigns/{campaign_id}")
     assert mine["audience"]["recipients"] == ["+8613812345678"]
+
+
+async def test_a_campaign_posted_again_with_its_idempotency_key_is_made_once(gw: Gateway) -> None:
+    """A campaign system retrying a POST /v1/campaigns (its first answer lost) gets the first
+    campaign again, not a second one that sends everyone a second message; the same key
+    with another body is 409 naming the header; requests racing with one key make one."""
+    await _recipients(gw, 5)
+    payload = {
+        "name": "11月理财到期",
+        "audience": {"rule": {"tag": "fund"}},
+        "variants": [{"template_id": "fund_due", "weight": 1}],
+    }
+    key = {"Idempotency-Key": "crm-campaign-7"}
+    first = await gw.client.post("/v1/campaigns", json=payload, headers=gw.auth() | key)
+    assert first.status == 202 and "Idempotent-Replayed" not in first.headers
+    answer = await first.json()
+    again = await gw.client.post("/v1/campaigns", json=payload, headers=gw.auth() | key)
+    assert again.status == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert (
+        await again.json() == answer == {"campaign_id": answer["campaign_id"], "state": "running"}
+    )
+    other = await gw.client.post(
+        "/v1/campaigns", json=payload | {"name": "另一个"}, headers=gw.auth() | key
+    )
+    assert other.status == 409
+    assert (await other.json())["errors"][0]["loc"] == ["header", "Idempotency-Key"]
+    # racing: both miss the key, both validate; the writer lets one make the campaign
+    race = {"Idempotency-Key": "crm-campaign-8"}
+    answers = await asyncio.gather(
+        *(gw.client.post("/v1/campaigns", json=payload, headers=gw.auth() | race) for _ in range(3))
+    )
+    ids = {(await r.json())["campaign_id"] for r in answers}
+    assert [r.status for r in answers] == [202] * 3 and len(ids) == 1
+    await _run(gw)
+    view = await _get(gw, f"/v1/campaigns/{answer['campaign_id']}")
+    assert view["targeted"] == 5
+    sent = [s.to for s in gw.providers["cmcc"].submitted]
+    assert len(sent) == 10 and len(set(sent)) == 5  # two campaigns made, each once
+    # another tenant's same key is its own
+    await _recipients(gw, 1, tenant="bank_b")
+    theirs = await gw.client.post("/v1/campaigns", json=payload, headers=gw.auth("bank_b") | key)
+    assert theirs.status == 202 and "Idempotent-Replayed" not in theirs.headers
+    assert (await theirs.json())["campaign_id"] != answer["campaign_id"]
