@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.bodies import idempotency_key, json_body, path_id
-from gateway.api.endpoints import READ, WRITE, Endpoint
+from gateway.api.endpoints import IDEMPOTENCY_KEY, READ, WRITE, Endpoint
 from gateway.api.json import respond
 from gateway.api.middlewares import PRINCIPAL
 from gateway.errors import Unavailable
@@ -67,6 +67,7 @@ ENDPOINTS = [
         CampaignIn,
         status=202,
         tag="campaigns",
+        headers=(IDEMPOTENCY_KEY,),
     ),
     Endpoint(
         "GET",

@@ -25,6 +25,14 @@ class Param:
     description: str = ""
 
 
+IDEMPOTENCY_KEY = Param(
+    "Idempotency-Key",
+    {"type": "string", "minLength": 1, "maxLength": 255},
+    "the same key with the same body answers the first response again (Idempotent-Replayed:"
+    " true) and makes nothing; with another body, 409; kept at least 24 hours",
+)
+
+
 @dataclass(frozen=True)
 class Endpoint:
     method: str
@@ -37,6 +45,7 @@ class Endpoint:
     status: int = 200
     tag: str = "gateway"
     query: tuple[Param, ...] = ()
+    headers: tuple[Param, ...] = ()  # request headers it reads, beyond Authorization
     media: tuple[str, ...] = ()  # a body that is not JSON: the media types it may come in
     also: tuple[tuple[int, str], ...] = ()  # other answers than ``status``: (status, meaning)
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from cards.targets import route_payload
 from gateway.api.bodies import idempotency_key, parse, path_id
-from gateway.api.endpoints import READ, WRITE, Endpoint
+from gateway.api.endpoints import IDEMPOTENCY_KEY, READ, WRITE, Endpoint
 from gateway.api.json import respond
 from gateway.api.middlewares import PRINCIPAL
 from gateway.clock import event_json, to_rfc3339
@@ -148,6 +148,7 @@ ENDPOINTS = [
         SendAccepted,
         202,
         "messages",
+        headers=(IDEMPOTENCY_KEY,),
     ),
     Endpoint(
         "GET",

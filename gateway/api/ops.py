@@ -101,6 +101,10 @@ def openapi_document(eps: list[Endpoint]) -> dict[str, Any]:
             {"name": q.name, "in": "query", "schema": q.schema, "description": q.description}
             for q in ep.query
         ]
+        params += [
+            {"name": h.name, "in": "header", "schema": h.schema, "description": h.description}
+            for h in ep.headers
+        ]
         if params:
             op["parameters"] = params
         if ep.roles is not None:

@@ -88,6 +88,9 @@ async def test_openapi_is_generated_from_models(gw: Gateway) -> None:
     } <= set(props)
     assert doc["components"]["schemas"]["SendRequest"]["additionalProperties"] is False
     assert "/callbacks/{provider}/dlr" in doc["paths"]
+    for path in ("/v1/messages", "/v1/campaigns"):  # both POSTs take an Idempotency-Key
+        headers = [p for p in doc["paths"][path]["post"]["parameters"] if p["in"] == "header"]
+        assert [h["name"] for h in headers] == ["Idempotency-Key"]
     logs = doc["paths"]["/v1/logs"]["get"]
     query = {p["name"] for p in logs["parameters"] if p["in"] == "query"}
     assert query == {"campaign_id", "status", "provider", "route", "to", "since", "until",
