@@ -60,6 +60,8 @@ from gateway.storage.base import Store
 log = get_logger("gateway.dispatch")
 
 RICH = frozenset(RICH_ROUTES)
+# retryable failures that say the provider did not take the batch (held here, or refused)
+_UNSENT = frozenset({"rate_limited", "circuit_open"})
 _NOTHING: frozenset[str] = frozenset()
 
 
@@ -342,7 +344,7 @@ class Dispatcher:
                     if route in RICH and reason != "no_card"
                 )
             submission = Submission(
-                q.client_ref(candidate.provider),
+                q.client_ref,
                 q.to,
                 candidate.route,  # type: ignore[arg-type]
                 q.rendered.text,
@@ -451,7 +453,11 @@ class Dispatcher:
     ) -> Outcome:
         q = p.message
         if route in RICH and _has_sms(q):  # a rich route gives up at once: the SMS goes
-            return Reroute(q.id, now, route, provider, error.code, q.ref_suffix)
+            # under a fresh reference if the provider may have taken the rich one (no answer,
+            # a 5xx): a carrier would drop an SMS under the same reference as a repeat
+            maybe_taken = isinstance(error, RetryableProviderError) and error.code not in _UNSENT
+            suffix = q.ref_suffix + 1 if maybe_taken else q.ref_suffix
+            return Reroute(q.id, now, route, provider, error.code, suffix)
         if isinstance(error, PermanentProviderError):
             return Failed(
                 q.id, error.code, now, provider=provider, route=route, detail=error.detail

@@ -172,14 +172,14 @@ class QueuedMessage:
     timezone: str | None = None
     policy: dict[str, Any] | None = None
 
-    def client_ref(self, provider: str) -> str:
-        """The reference ``provider`` deduplicates on: the gateway's message id, as the
-        contract says. Only the SMS after a rich submission that ``provider`` itself
-        accepted (a carrier's 5G message, then its SMS) is suffixed (``id.1``): a provider
+    @property
+    def client_ref(self) -> str:
+        """The reference a provider deduplicates on: the message id, suffixed (``id.1``) for
+        the SMS after a rich submission was accepted. Not only when the same carrier took
+        the rich one as recorded: a carrier may have taken its 5G message unrecorded (a
+        crash, a lost acknowledgement) before a vendor's card was chosen, and a provider
         never hands one reference to a phone twice, so it would drop the SMS as a repeat."""
-        if self.ref_suffix and provider == self.provider:
-            return f"{self.id}.{self.ref_suffix}"
-        return self.id
+        return self.id if not self.ref_suffix else f"{self.id}.{self.ref_suffix}"
 
 
 def message_id_of(client_ref: str) -> str:

@@ -142,7 +142,7 @@ async def test_late_report_of_an_earlier_route_is_ignored(gw: Gateway) -> None:
     late = report_body((message_id, f"huawei-{message_id}", "failed"))
     await gw.client.post("/callbacks/huawei/dlr", data=late[0], headers={"X-Signature": late[1]})
     assert (await gw.message(message_id))["status"] == "submitted"
-    sms_ref = message_id  # the carrier never had it: the plain id
+    sms_ref = f"{message_id}.1"
     ok = report_body((sms_ref, f"cmcc-{sms_ref}", "delivered"))
     await gw.client.post("/callbacks/cmcc/dlr", data=ok[0], headers={"X-Signature": ok[1]})
     assert (await gw.message(message_id))["status"] == "delivered"

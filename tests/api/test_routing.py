@@ -124,8 +124,8 @@ async def test_dead_vendor_opens_its_circuit_then_recovers(gw: Gateway) -> None:
 
 
 async def test_no_report_from_rich_route_sends_sms(gw: Gateway) -> None:
-    """A rich message with no delivery report by the rich timeout goes again as SMS; the
-    carrier never had it, so it gets the gateway's message id as its reference."""
+    """A rich message with no delivery report by the rich timeout goes again as SMS, with a
+    fresh reference so the carrier does not take it for a repeat."""
     _vendor(gw).capable.add(NUMBER)
     await _approve(gw)
     message_id = await gw.send()
@@ -137,7 +137,7 @@ async def test_no_report_from_rich_route_sends_sms(gw: Gateway) -> None:
     fallback = [e for e in msg["events"] if e["type"] == "fallback"]
     assert fallback[0]["from"] == "vendor_card" and fallback[0]["reason"] == "rich_timeout"
     [sms] = gw.providers["cmcc"].submitted
-    assert sms.message_id == message_id
+    assert sms.message_id == f"{message_id}.1"
     body, sig = report_body((sms.message_id, f"cmcc-{sms.message_id}", "delivered"))
     await gw.client.post("/callbacks/cmcc/dlr", data=body, headers={"X-Signature": sig})
     assert (await gw.message(message_id))["status"] == "delivered"
@@ -305,6 +305,29 @@ async def test_a_carriers_sms_after_its_own_rich_message_has_a_fresh_reference(
     await gw.client.post("/callbacks/cmcc/dlr", data=ok[0], headers={"X-Signature": ok[1]})
     msg = await gw.message(message_id)
     assert (msg["route"], msg["status"]) == ("sms", "delivered")
+
+
+async def test_a_carriers_sms_after_its_own_5g_submission_timed_out_has_a_fresh_reference(
+    gw: Gateway,
+) -> None:
+    """A 5G submission with no answer may have been taken: the SMS to the same carrier goes
+    as ``<id>.1`` (under ``<id>`` the carrier would drop it as a repeat). A refusal before
+    sending (429) leaves the reference as it was."""
+    carrier = _rich_carrier(gw)
+    carrier.capable.add(NUMBER)
+    carrier.fail_next.append(RetryableProviderError("timeout"))
+    timed_out = await gw.send()
+    await _drain(gw)
+    carrier.fail_next.append(RetryableProviderError("rate_limited", defer=0.1))
+    refused = await gw.send()
+    await _drain(gw)
+    gw.clock.advance(1)
+    await _drain(gw)
+    sms = {s.message_id for s in carrier.submitted if s.route == "sms"}
+    assert sms == {f"{timed_out}.1", refused}
+    for message_id in (timed_out, refused):
+        msg = await gw.message(message_id)
+        assert (msg["route"], msg["status"]) == ("sms", "submitted")
 
 
 async def test_rich_only_send_fails_when_its_route_refuses(gw: Gateway) -> None:
