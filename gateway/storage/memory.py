@@ -544,6 +544,9 @@ class MemoryStore:
                 and "sms" in rec.new.route_pref
             ):
                 queued = self.queue.get(r.message_id)
+                if queued is not None and queued.stage != "rich_wait":  # its SMS is under way
+                    results.append(ReportResult(r.message_id, False, "rerouted", tenant))
+                    continue
                 self._reroute(
                     r.message_id, rec.route, now, (queued.ref_suffix if queued else 0) + 1
                 )

@@ -1017,10 +1017,15 @@ def _apply_reports(
             and current == Status.SUBMITTED
             and "sms" in route_pref.split(",")
         ):
-            # A rich route could not deliver: not final, the SMS fallback goes next.
+            # A rich route could not deliver: not final, the SMS fallback goes next, unless
+            # it is under way already (the rich timeout came first): one SMS, not two.
             queued = conn.execute(
-                "SELECT ref_suffix FROM dispatch_queue WHERE message_id = ?", (r.message_id,)
+                "SELECT ref_suffix, stage FROM dispatch_queue WHERE message_id = ?",
+                (r.message_id,),
             ).fetchone()
+            if queued is not None and queued[1] != "rich_wait":
+                results.append(ReportResult(r.message_id, False, "rerouted", tenant_id))
+                continue
             _reroute(conn, r.message_id, route, now, (queued[0] if queued else 0) + 1)
             events.append(
                 (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -14,6 +15,7 @@ from gateway.domain.messages import (
     IdempotencyRecord,
     NewMessage,
     Rendered,
+    Reroute,
     Retry,
     Submitted,
     Suppressed,
@@ -295,3 +297,31 @@ async def test_a_sign_out_is_kept_until_its_session_would_have_expired(db: Store
     assert await db.is_signed_out("old") and not await db.is_signed_out("other")
     await db.sign_out("new", until=NOW + 900, now=NOW + 200)  # "old" has expired: it goes
     assert not await db.is_signed_out("old") and await db.is_signed_out("new")
+
+
+async def test_a_late_rich_failure_after_the_rich_timeout_sends_no_second_sms(
+    db: Store,
+) -> None:
+    """The carrier's 5G message timed out and its SMS fallback is queued (or in flight); the
+    carrier's late failure report of the 5G message then reroutes nothing: one fallback,
+    one SMS under one reference."""
+    m = replace(message(), route_pref=("carrier_rich", "sms"))
+    await db.accept(m)
+    await db.claim_due(NOW, 10, NOW + 60)
+    await db.record_outcomes(
+        [Submitted(m.id, "cmcc", "carrier_rich", "rcs-1", NOW, 1, (), NOW + 30, m.id)]
+    )
+    [waited] = await db.claim_due(NOW + 31, 10, NOW + 91)  # the rich timeout
+    assert waited.stage == "rich_wait"
+    await db.record_outcomes([Reroute(m.id, NOW + 31, "carrier_rich", "cmcc", "rich_timeout", 1)])
+    [sms] = await db.claim_due(NOW + 32, 10, NOW + 92)  # its SMS, being handed over
+    assert (sms.stage, sms.client_ref) == ("send", f"{m.id}.1")
+    late = DeliveryReport(m.id, "rcs-1", "failed", error_code="X")
+    [result] = await db.apply_reports("cmcc", [late], NOW + 33)
+    assert not result.applied
+    assert await db.claim_due(NOW + 34, 10, NOW + 94) == []  # its SMS keeps its lease
+    [again] = await db.claim_due(NOW + 93, 10, NOW + 150)  # the lease ran out: the same SMS
+    assert again.client_ref == f"{m.id}.1"
+    view = await db.get_message("t1", m.id)
+    assert view is not None
+    assert [e.type for e in view.events].count("fallback") == 1
