@@ -196,8 +196,11 @@ class Campaigns:
         return {"campaign_id": campaign_id, "state": state}, False
 
     async def _first_answer(self, tenant_id: str, campaign_id: str) -> dict[str, Any]:
-        """What creating the campaign answered: its id and the state it began in."""
-        row = await self.require(tenant_id, campaign_id)
+        """What creating the campaign answered: its id and the state it began in. A key the
+        tenant used for a single send (the same body, so no campaign) is a conflict."""
+        row = await self._audience.get_campaign(tenant_id, campaign_id)
+        if row is None:
+            raise idempotency_conflict()
         began = "scheduled" if row.start_at > row.created_at else "running"
         return {"campaign_id": row.campaign_id, "state": began}
 

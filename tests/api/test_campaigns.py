@@ -433,6 +433,7 @@ async def test_a_campaign_posted_again_with_its_idempotency_key_is_made_once(gw:
     )
     ids = {(await r.json())["campaign_id"] for r in answers}
     assert [r.status for r in answers] == [202] * 3 and len(ids) == 1
+    assert sorted("Idempotent-Replayed" in r.headers for r in answers) == [False, True, True]
     await _run(gw)
     view = await _get(gw, f"/v1/campaigns/{answer['campaign_id']}")
     assert view["targeted"] == 5
@@ -443,3 +444,13 @@ async def test_a_campaign_posted_again_with_its_idempotency_key_is_made_once(gw:
     theirs = await gw.client.post("/v1/campaigns", json=payload, headers=gw.auth("bank_b") | key)
     assert theirs.status == 202 and "Idempotent-Replayed" not in theirs.headers
     assert (await theirs.json())["campaign_id"] != answer["campaign_id"]
+    # a key the tenant used for a single send, with that same body, makes no campaign
+    send = {
+        "to": "13812345678",
+        "template_id": "fund_due",
+        "variables": {"name": "张三", "amount": "1"},
+    }
+    used = {"Idempotency-Key": "crm-send-1"}
+    assert (await gw.client.post("/v1/messages", json=send, headers=gw.auth() | used)).status == 202
+    crossed = await gw.client.post("/v1/campaigns", json=send, headers=gw.auth() | used)
+    assert crossed.status == 409

@@ -126,5 +126,8 @@ async def test_the_log_page_filters_by_time(gw: Gateway) -> None:
     assert 'name="since"' in page and 'name="until"' in page and "+86138****5678" in page
     later = await (await gw.client.get("/console/logs?since=2099-01-01T00:00:00%2B08:00")).text()
     assert "+86138****5678" not in later and 'value="2099-01-01T00:00:00+08:00"' in later
+    assert 'class="error"' not in later  # filtered out, not refused
+    earlier = await (await gw.client.get("/console/logs?until=2099-01-01T00:00:00%2B08:00")).text()
+    assert "+86138****5678" in earlier and 'class="error"' not in earlier
     bad = await (await gw.client.get("/console/logs?until=yesterday")).text()
     assert "query.until" in bad  # the API's own message, naming the field
