@@ -42,14 +42,14 @@ def _page(name: str) -> Template:
 
 
 # Pages carry no script. Their one style sheet is inline; card previews are sandboxed
-# srcdoc frames (which inherit this policy) showing the brands' https images, or the
-# gateway's own (the demo's media). Checked in headless Chromium: the pages and previews
-# render, with no violation reported. Nobody may frame the console, and its addresses
-# (whose queries can hold numbers) go to no one.
+# srcdoc frames (which inherit this policy) showing the brands' images (the contract lets
+# a logo be http or https) or the gateway's own. Checked in headless Chromium: the pages
+# and previews render, with no violation reported. Nobody may frame the console, and its
+# addresses (whose queries can hold numbers) go to no one.
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:;"
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: http: data:;"
         " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Frame-Options": "DENY",
