@@ -7,7 +7,7 @@ or inject into the structure (no JSON is ever produced by Jinja).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -151,12 +151,31 @@ def _render_one(field: Field, loc: Loc, ctx: _Context) -> str:
         if isinstance(field, SimpleField):
             out = field.render(ctx.vars).strip()
         else:
-            out = ENV.concat(field.root_render_func(ctx.jinja())).strip()  # type: ignore[attr-defined]
+            out = _bounded_concat(field.root_render_func(ctx.jinja())).strip()  # type: ignore[attr-defined]
+    except _TooLong:
+        raise RenderError(loc, f"rendered to over {MAX_FIELD} characters") from None
     except Exception as exc:  # a sandbox refusal or an undefined name: never a crash
         raise RenderError(loc, f"{type(exc).__name__}: {exc}") from None
     if len(out) > MAX_FIELD:
         raise RenderError(loc, f"rendered to over {MAX_FIELD} characters")
     return str(out)
+
+
+class _TooLong(Exception):
+    pass
+
+
+def _bounded_concat(chunks: Iterable[str]) -> str:
+    """The rendered chunks joined, stopped as soon as they pass what a field may hold (with
+    room for surrounding whitespace), not built whole first."""
+    out: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > 2 * MAX_FIELD:
+            raise _TooLong
+        out.append(chunk)
+    return "".join(out)
 
 
 class TemplateCheckFailed(ValueError):

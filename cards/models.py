@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cards.patterns import PatternError, compile_pattern
+
 MAX_BUTTONS = 4
 MAX_LABEL = 25
 MAX_TITLE = 50
@@ -36,9 +38,9 @@ class VariableSpec(Strict):
     def _pattern_compiles(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from None
+                compile_pattern(value)
+            except PatternError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
@@ -56,6 +57,8 @@ class Checked:
 
 
 MAX_FIELD = 10_000  # characters a rendered field may have
+MAX_LOOP_ITEMS = 100  # items a ``for`` loop may go over (a string's characters count)
+MAX_SEPARATOR = 10  # characters of a ``join`` separator, which must be written literally
 
 
 def _safe_replace(value: Any, old: str, new: str, count: int | None = None) -> str:
@@ -69,12 +72,24 @@ def _safe_replace(value: Any, old: str, new: str, count: int | None = None) -> s
     return out
 
 
+def _loop_items(value: Any) -> list[Any]:
+    """What a ``for`` loop goes over, bounded: every loop's iterable passes through here."""
+    items = list(islice(iter(value), MAX_LOOP_ITEMS + 1))
+    if len(items) > MAX_LOOP_ITEMS:
+        raise ValueError(f"a loop may go over at most {MAX_LOOP_ITEMS} items")
+    return items
+
+
+LOOP_FILTER = "gateway_loop_items"  # not a name a template may write (see ALLOWED_FILTERS)
+
+
 def make_environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, cache_size=0
     )
     env.filters = {k: v for k, v in env.filters.items() if k in ALLOWED_FILTERS}
     env.filters["replace"] = _safe_replace
+    env.filters[LOOP_FILTER] = _loop_items
     env.tests = {k: v for k, v in env.tests.items() if k in ALLOWED_TESTS}
     env.globals = {}
     return env
@@ -104,10 +119,13 @@ def _walk_forbidden(tree: nodes.Template) -> Iterable[str]:
             nodes.Mul,
             nodes.Pow,
             nodes.FloorDiv,
+            nodes.Mod,
         )
     ):
         if isinstance(node, nodes.Mul | nodes.Pow | nodes.FloorDiv):
             yield "multiplication and powers are not allowed (they can build huge strings)"
+        elif isinstance(node, nodes.Mod):
+            yield "% is not allowed (a format string can build a huge string)"
         elif isinstance(node, nodes.Getattr):
             # Variables are plain values: an attribute could only be a method of str or int
             # (whose repr leaks addresses). Only a loop's own counters may be read.
@@ -128,6 +146,11 @@ def _walk_forbidden(tree: nodes.Template) -> Iterable[str]:
         elif isinstance(node, nodes.Filter):
             if node.name not in ALLOWED_FILTERS:
                 yield f"filter {node.name!r} is not allowed"
+            elif node.name == "join" and not _literal_separator(node):
+                yield (
+                    f"join takes at most a literal separator of up to {MAX_SEPARATOR} characters"
+                    " (a variable one multiplies a string by itself)"
+                )
         elif isinstance(node, nodes.Test):
             if node.name not in ALLOWED_TESTS:
                 yield f"test {node.name!r} is not allowed"
@@ -136,6 +159,18 @@ def _walk_forbidden(tree: nodes.Template) -> Iterable[str]:
                 yield f"name {node.name!r} is not allowed"
         else:
             yield f"{type(node).__name__.lower()} is not allowed in templates"
+
+
+def _literal_separator(node: nodes.Filter) -> bool:
+    """``join``, ``join('')`` or ``join(', ')``: no variable separator, no ``attribute``."""
+    if node.kwargs or node.dyn_args or node.dyn_kwargs or len(node.args) > 1:
+        return False
+    if not node.args:
+        return True
+    arg = node.args[0]
+    return isinstance(arg, nodes.Const) and isinstance(arg.value, str) and (
+        len(arg.value) <= MAX_SEPARATOR
+    )
 
 
 LOOP_ATTRIBUTES = frozenset(
@@ -234,11 +269,20 @@ def _simple_parts(tree: nodes.Template) -> list[tuple[int, str, str]] | None:
 Field = Template | SimpleField
 
 
+def _bound_loops(tree: nodes.Template) -> nodes.Template:
+    """Every loop's iterable goes through ``_loop_items``: at most ``MAX_LOOP_ITEMS``."""
+    for loop in tree.find_all(nodes.For):
+        loop.iter = nodes.Filter(loop.iter, LOOP_FILTER, [], [], None, None, lineno=loop.lineno)
+    return tree
+
+
 @lru_cache(maxsize=8192)
 def compile_field(source: str) -> Field:
     """Compiles a checked field once; templates are immutable per version, so this caches well."""
     check(source)
-    parts = _simple_parts(ENV.parse(source))
+    tree = ENV.parse(source)
+    parts = _simple_parts(tree)
     if parts is not None:
         return SimpleField(parts)
-    return ENV.from_string(source)
+    code = ENV.compile(_bound_loops(tree))
+    return ENV.template_class.from_code(ENV, code, ENV.make_globals(None), None)

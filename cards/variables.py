@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from cards.models import VariableSpec
+from cards.patterns import matches
 from cards.sandbox import MAX_FIELD
 
 VariableErrors = list[tuple[str, str]]
@@ -82,7 +83,7 @@ def coerce(name: str, spec: VariableSpec, value: Any) -> Any:
         return text
     if spec.max_length is not None and len(text) > spec.max_length:
         raise ValueError(f"must be at most {spec.max_length} characters")
-    if spec.pattern is not None and not re.fullmatch(spec.pattern, text):
+    if spec.pattern is not None and not matches(spec.pattern, text):
         raise ValueError(f"must match {spec.pattern}")
     return text
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import time
 from datetime import date, datetime
 from functools import lru_cache
@@ -19,6 +18,7 @@ from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jinja2.environment import Template
 
+from cards.patterns import matches
 from gateway.api.endpoints import Endpoint
 from gateway.api.logs import ROUTES, _cursor, _item, parse_query
 from gateway.domain.messages import Status
@@ -225,7 +225,7 @@ def _sample(spec: Any) -> Any:
     if kind == "enum":
         return spec.choices[0]
     for candidate in ("示例", "123456", "1234", "12345678", "A1B2", "F001", "示例客户"):
-        if spec.pattern is None or re.fullmatch(spec.pattern, candidate):
+        if spec.pattern is None or matches(spec.pattern, candidate):
             if spec.max_length is None or len(candidate) <= spec.max_length:
                 return candidate
     return "示例"

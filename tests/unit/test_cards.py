@@ -33,6 +33,14 @@ SSTI_SOURCES = [
     "{% for a in name %}{% endfor %}" * 4,
     "{% for a in name %}{{ loop.__class__ }}{% endfor %}",
     "{{ name",
+    # ways to build a huge string, or to spend the event loop, from one short template
+    "{{ '%100000000s' % '' }}x",
+    "{{ name % 3 }}",
+    "{{ name|join(name) }}",
+    "{{ name|join(' ' ~ name) }}",
+    "{{ name|join(', ', attribute='format') }}",
+    "{{ name|join(attribute='format') }}",
+    "{{ name|join('-----------') }}",
 ]
 
 
@@ -73,6 +81,32 @@ def test_a_loop_may_read_its_counters() -> None:
     )
     card = compiled.render_card({"name": "ab"})
     assert card is not None and card["title"] == "1a2b"
+
+
+def test_a_literal_join_separator_is_allowed() -> None:
+    compiled = CompiledTemplate.build(_spec("{{ name|join(', ') }}|{{ name|join }}"))
+    card = compiled.render_card({"name": "ab"})
+    assert card is not None and card["title"] == "a, b|ab"
+
+
+def test_a_loop_goes_over_at_most_a_hundred_items() -> None:
+    """A loop over a long string (or list) is refused when it renders, naming the field."""
+    compiled = CompiledTemplate.build(_spec("{% for c in name %}{{ c }}{% endfor %}"))
+    card = compiled.render_card({"name": "x" * 100})
+    assert card is not None and card["title"] == "x" * 100
+    with pytest.raises(RenderError) as err:
+        compiled.render_card({"name": "x" * 101})
+    assert err.value.loc == ("card", "title") and "at most 100 items" in err.value.msg
+
+
+def test_a_field_stops_rendering_once_it_is_too_long() -> None:
+    """Output is counted as it is made: a loop that would build 300,000 characters stops
+    at the limit and says so, instead of building them first."""
+    title = "{% for c in name[0] %}{{ name }}{{ name }}{{ name }}{% endfor %}"
+    compiled = CompiledTemplate.build(_spec(title))
+    with pytest.raises(RenderError) as err:
+        compiled.render_card({"name": "y" * 10_000})
+    assert "over 10000 characters" in err.value.msg
 
 
 def test_string_variables_are_bounded() -> None:
@@ -181,3 +215,19 @@ def test_other_expressions_render_with_jinja(source: str) -> None:
     from cards.sandbox import SimpleField, compile_field
 
     assert not isinstance(compile_field(source), SimpleField)
+
+
+def test_a_pattern_is_matched_in_linear_time() -> None:
+    """``(a+)+`` against 10,000 a's and a b: Python's backtracking ``re`` would take longer
+    than the universe has left (it doubled each character past 20); RE2 answers at once."""
+    specs = {"code": VariableSpec.model_validate({"type": "string", "pattern": "(a+)+"})}
+    _, problems = check_variables(specs, {"code": "a" * 9_999 + "b"})
+    assert problems == [("code", "must match (a+)+")]
+    context, problems = check_variables(specs, {"code": "a" * 9_999})
+    assert problems == [] and context["code"] == "a" * 9_999
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", r"(?=a)a", "x" * 201])
+def test_a_pattern_re2_cannot_run_is_refused_when_stored(pattern: str) -> None:
+    with pytest.raises(ValueError, match="pattern"):
+        VariableSpec.model_validate({"type": "string", "pattern": pattern})
