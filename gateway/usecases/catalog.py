@@ -13,7 +13,10 @@ from cards.models import TemplateSpec, template_dump
 from cards.vendors import CAPABILITIES, Skip, vendor_payload
 from gateway.clock import Clock
 from gateway.errors import FieldError, InvalidInput, NotFound
+from gateway.logging import get_logger
 from gateway.storage.base import ReviewState, Store, TemplateRecord
+
+log = get_logger("gateway.catalog")
 
 
 class Brand(BaseModel):
@@ -226,11 +229,15 @@ class Catalog:
         return loaded
 
     async def list_templates(self, tenant_id: str) -> list[LoadedTemplate]:
-        return [
-            t
-            for r in await self._store.list_templates(tenant_id)
-            if (t := self._load(r)) is not None
-        ]
+        out = []
+        for record in await self._store.list_templates(tenant_id):
+            try:
+                loaded = self._load(record)
+            except InvalidInput:  # a version that fails today's checks is left out (logged)
+                continue
+            if loaded is not None:
+                out.append(loaded)
+        return out
 
     def _load(self, record: TemplateRecord | None) -> LoadedTemplate | None:
         if record is None:
@@ -238,8 +245,16 @@ class Catalog:
         key = (record.tenant_id, record.template_id, record.version)
         hit = self._versions.get(key)
         if hit is None:
-            hit = LoadedTemplate(
-                record, CompiledTemplate.build(TemplateSpec.model_validate(record.body))
-            )
+            try:
+                compiled = CompiledTemplate.build(TemplateSpec.model_validate(record.body))
+            except (TemplateCheckFailed, ValidationError) as exc:
+                # stored before a check it fails was added: refused, never a 500
+                log.warning("stored_template_refused", template=record.template_id, error=str(exc))
+                raise InvalidInput.field(
+                    ["template_id"],
+                    f"version {record.version} of {record.template_id!r} fails today's checks"
+                    f" ({exc}); store a new version",
+                ) from None
+            hit = LoadedTemplate(record, compiled)
             self._versions[key] = hit
         return hit

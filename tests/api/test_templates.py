@@ -97,7 +97,9 @@ CALENDAR = {
             ["card", "buttons", 0, "action"],
         ),
         (
-            _with(["card", "body"], "{% for a in name %}{% for b in name %}{% endfor %}{% endfor %}"),
+            _with(
+                ["card", "body"], "{% for a in name %}{% for b in name %}{% endfor %}{% endfor %}"
+            ),
             ["card", "body"],
         ),
         (_with(["card", "body"], "{{ name.upper }}"), ["card", "body"]),
@@ -361,3 +363,26 @@ async def test_huge_values_are_refused_or_bounded(gw: Gateway) -> None:
     assert status == 200
     message_id = await gw.send(template_id="bomb")
     assert (await gw.message(message_id))["reason"] == "render_error"
+
+
+async def test_a_stored_version_that_fails_todays_checks_is_refused_not_a_500(gw: Gateway) -> None:
+    """A version stored before a check it fails existed (here written straight into the
+    store, as an older gateway could have): a send naming it is a 422 saying to store a new
+    version, the list leaves it out, and a new version sends again."""
+    old = copy.deepcopy(FUND_TEMPLATE)
+    old["card"]["body"] = "{{ '%9s' % name }}"
+    await gw.services.store.put_template("bank_a", "old_fund", old, gw.clock.now())
+    body = {
+        "to": "13812345678",
+        "template_id": "old_fund",
+        "variables": {"name": "张三", "amount": "1"},
+    }
+    resp = await gw.client.post("/v1/messages", json=body, headers=gw.auth())
+    assert resp.status == 422
+    problem = await resp.json()
+    assert problem["errors"][0]["loc"] == ["template_id"] and "new version" in problem["detail"]
+    listed = await (await gw.client.get("/v1/templates", headers=gw.auth())).json()
+    assert "old_fund" not in [t["template_id"] for t in listed["items"]]
+    resp = await gw.client.put("/v1/templates/old_fund", json=FUND_TEMPLATE, headers=gw.auth())
+    assert resp.status == 200
+    assert (await gw.client.post("/v1/messages", json=body, headers=gw.auth())).status == 202
