@@ -186,6 +186,9 @@ def _decode(raw: bytes, encoding: list[str]) -> str:
     return raw.decode("gb18030")
 
 
+MAX_CSV_RECORD = 64 * 1024  # characters of one CSV record, however many lines it spans
+
+
 class Audience:
     def __init__(self, store: Store, audience: SqliteAudience, clock: Clock) -> None:
         self._store = store
@@ -229,6 +232,7 @@ class Audience:
         header: list[str] | None = None
         number = 0
         record: list[str] = []  # a CSV record whose quoted cell spans lines, as Excel writes
+        quotes = size = 0  # the record's quote marks and characters so far
         first = 0
         async for raw in lines:
             number += 1
@@ -241,11 +245,18 @@ class Audience:
                 if kind == "csv":
                     part = _decode(raw, encoding).rstrip("\r\n")
                     if not record:
-                        first = number
+                        first, quotes, size = number, 0, 0
                     record.append(part)
-                    text = "\n".join(record)
-                    if text.count('"') % 2:  # inside a quoted cell: the record goes on
+                    quotes += part.count('"')
+                    size += len(part) + 1
+                    if quotes % 2:  # inside a quoted cell: the record goes on
+                        if size > MAX_CSV_RECORD:  # an unclosed quote, not a cell
+                            record = []
+                            raise ValueError(
+                                f"a quoted cell is not closed within {MAX_CSV_RECORD:,} characters"
+                            )
                         continue
+                    text = "\n".join(record)
                     record = []
                     if header is None:
                         header = [h.strip() for h in next(csv.reader([text]))]

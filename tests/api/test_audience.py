@@ -261,6 +261,21 @@ async def test_csv_quoted_cells_may_span_lines(gw: Gateway) -> None:
     assert got["attrs"]["address"] == "太原市\n迎泽大街 1 号"
 
 
+async def test_csv_an_unclosed_quote_is_one_rejected_record_not_the_rest_of_the_body(
+    gw: Gateway,
+) -> None:
+    """A quote never closed would swallow every later line (and, rejoined line by line, cost
+    the square of them): past 64 KiB the record is rejected at its first line, and the lines
+    after it are records again."""
+    rows = "".join(f"1380001{i:04d},迎泽大街 {i} 号,太原\r\n" for i in range(4000))
+    csv_text = 'phone,address,city\r\n13800000041,"太原市,太原\r\n' + rows
+    status, out = await _import(gw, csv_text.encode(), "text/csv")
+    assert status == 200
+    [rejected] = out["rejected"]
+    assert rejected["line"] == 2 and "not closed" in rejected["reason"]
+    assert 0 < out["created"] < 4000  # the lines swallowed before the limit went with it
+
+
 async def test_ops_sees_recipients_numbers_masked(gw: Gateway) -> None:
     """As in the logs: only the campaign role sees whole numbers."""
     await _put(gw, "13812345678", {"tags": ["x"]})
