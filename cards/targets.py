@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from cards.compiled import CompiledTemplate, RenderError
@@ -74,7 +75,7 @@ def render_message(
         card, first_link = track_card(card, minter)
     context = variables if "link" in spec.variables else {**variables, "link": first_link or ""}
     text = compiled.render_fallback(context)
-    text = _track_text(text, minter)
+    text = _track_text(text, minter, literal_origins(compiled.spec.fallback_text))
     sms_text = compose(
         brand.get("signature", ""),
         text,
@@ -88,8 +89,29 @@ def render_message(
     )
 
 
-def _track_text(text: str, minter: LinkMinter) -> str:
-    """Links written into the SMS text itself are tracked too (tracked ones are left alone)."""
+@lru_cache(maxsize=1024)
+def literal_origins(source: str) -> frozenset[str]:
+    """The ``scheme://host`` of each link the template writes itself (not from a variable)."""
+    return frozenset(
+        origin
+        for m in _URL.finditer(source)
+        if (origin := _origin(m.group(0))) is not None and "{" not in origin
+    )
+
+
+def _origin(url: str) -> str | None:
+    m = _ORIGIN.match(url)
+    return m.group(0).lower() if m else None
+
+
+_ORIGIN = re.compile(r"https?://[^/?#\s{]+")
+
+
+def _track_text(text: str, minter: LinkMinter, origins: frozenset[str]) -> str:
+    """Links the template writes into the SMS text itself are tracked too (tracked ones are
+    left alone). A link that came in a variable, to a host the template does not name, is
+    left as it is: the bank's tracked short link must never stand for a URL its data carried
+    in (a customer's nickname "https://phish.example/login" would become the bank's link)."""
     if "://" not in text:
         return text
     count = 0
@@ -97,7 +119,7 @@ def _track_text(text: str, minter: LinkMinter) -> str:
     def swap(m: re.Match[str]) -> str:
         nonlocal count
         url = m.group(0)
-        if "/c/" in url:
+        if "/c/" in url or _origin(url) not in origins:
             return url
         count += 1
         return minter.mint(url, f"sms.link.{count}", "sms")

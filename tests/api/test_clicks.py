@@ -64,7 +64,9 @@ async def test_a_burst_of_clicks_is_every_event_and_the_latest_last_click(gw: Ga
     link = await gw.services.store.find_link(token)
     assert link is not None
     t = gw.clock.now()
-    await gw.services.store.record_clicks([(link, t + 5, "a"), (link, t + 2, "b"), (link, t + 3, None)])
+    await gw.services.store.record_clicks(
+        [(link, t + 5, "a"), (link, t + 2, "b"), (link, t + 3, None)]
+    )
     clicked = [e for e in (await gw.message(message_id))["events"] if e["type"] == "clicked"]
     assert sorted(e.get("user_agent") or "" for e in clicked) == ["", "a", "b"]
     recipient = await (await gw.client.get("/v1/recipients/13812345678", headers=gw.auth())).json()
@@ -105,3 +107,19 @@ async def test_unknown_and_tampered_tokens_are_404_without_location(gw: Gateway)
         resp = await gw.client.get(f"/c/{bad}", allow_redirects=False)
         assert resp.status == 404, bad
         assert "Location" not in resp.headers
+
+
+async def test_a_link_in_a_variable_never_becomes_the_banks_tracked_link(gw: Gateway) -> None:
+    """The SMS's own links are tracked; a link that came in a variable (a customer's
+    nickname, say) stays as it was: the bank's short link must not redirect to it."""
+    template = FUND_TEMPLATE | {"fallback_text": "{{ name }}，详询 https://bank.example/help"}
+    await gw.client.put("/v1/templates/texted", json=template, headers=gw.auth())
+    phish = "https://ph.sh/x"
+    message_id = await gw.send(
+        template_id="texted", variables={"name": f"客户 {phish}", "amount": "1"}
+    )
+    text = (await gw.message(message_id))["rendered"]["text"]
+    [tracked] = re.findall(r"http://[^\s]+/c/[A-Za-z0-9_-]+", text)
+    assert phish in text and "https://bank.example/help" not in text
+    resp = await gw.client.get(tracked[tracked.index("/c/") :], allow_redirects=False)
+    assert resp.status == 302 and resp.headers["Location"] == "https://bank.example/help"
