@@ -14,12 +14,35 @@ import structlog
 from gateway.domain.phones import mask_in_text
 
 _DIGITS = re.compile(r"\d{11}")
+# a number written with spaces, dashes or brackets ("+86 138 1234 5678", "(138)1234-5678"),
+# as a path or a message may carry it; not digits inside an id or a time
+_WRITTEN = re.compile(r"(?<![A-Za-z0-9])\+?\(?\d[\d \-()]{9,}\d(?![A-Za-z0-9])")
+
+
+def _mask_written(m: re.Match[str]) -> str:
+    text = m.group(0)
+    digits = sum(c.isdigit() for c in text)
+    if digits < 11:
+        return text
+    seen = 0
+    out = []
+    for c in text:
+        if c.isdigit():
+            seen += 1
+            out.append(c if seen > digits - 4 else "*")
+        else:
+            out.append(c)
+    return "".join(out)
 
 
 def mask_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in event.items():
-        if isinstance(value, str) and _DIGITS.search(value):
-            event[key] = mask_in_text(value)
+        if not isinstance(value, str):
+            continue
+        if _DIGITS.search(value):
+            value = event[key] = mask_in_text(value)
+        if _WRITTEN.search(value):
+            event[key] = _WRITTEN.sub(_mask_written, value)
     return event
 
 

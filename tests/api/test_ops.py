@@ -120,6 +120,29 @@ async def test_logs_mask_numbers(gw: Gateway) -> None:
     assert "138****5678" in stream.getvalue()
 
 
+async def test_logs_mask_numbers_written_with_separators(gw: Gateway) -> None:
+    """A path may carry a number as a person writes it: masked too, ids and times left."""
+    stream = io.StringIO()
+    configure_logging("info", json=True, stream=stream, cache=False)
+    try:
+        for written in ("138-4346-4097", "+86 138 4346 4097", "(138)43464097"):
+            await gw.client.get(f"/v1/recipients/{written}", headers=gw.auth())
+        await gw.client.get("/v1/messages/01M8T7696360H3GW7HSJHYEC1B", headers=gw.auth())
+    finally:
+        configure_logging("warning", json=True, cache=False)
+    paths = [
+        json.loads(line)["path"]
+        for line in stream.getvalue().splitlines()
+        if json.loads(line)["event"] == "request"
+    ]
+    assert paths == [
+        "/v1/recipients/***-****-4097",
+        "/v1/recipients/+** *** **** 4097",
+        "/v1/recipients/(***)****4097",
+        "/v1/messages/01M8T7696360H3GW7HSJHYEC1B",
+    ]
+
+
 async def test_request_lines_carry_the_request_id(gw: Gateway) -> None:
     """The request's line carries its id; the next request on the connection gets its own."""
     stream = io.StringIO()
