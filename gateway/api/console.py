@@ -12,7 +12,7 @@ from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -22,7 +22,7 @@ from cards.patterns import matches
 from gateway.api.endpoints import Endpoint
 from gateway.api.logs import ROUTES, _cursor, _item, parse_query
 from gateway.domain.messages import Status
-from gateway.errors import GatewayError, Unauthenticated
+from gateway.errors import Forbidden, GatewayError, Unauthenticated
 from gateway.keys import SERVICES
 from gateway.usecases.preview import PreviewRequest, preview
 from gateway.usecases.tenants import Principal, hash_key
@@ -127,7 +127,21 @@ async def overview(request: web.Request) -> web.Response:
     )
 
 
+def _same_site(request: web.Request) -> None:
+    """A sign-in or sign-out form posted from another site is refused (403): a page elsewhere
+    must not sign a bank's user into its own tenant, or out. Browsers say where a form came
+    from (``Sec-Fetch-Site``, ``Origin``); a script that says nothing is let through."""
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    origin = request.headers.get("Origin")
+    cross = fetch_site == "cross-site" or (
+        origin is not None and (origin == "null" or urlsplit(origin).netloc != request.host)
+    )
+    if cross:
+        raise Forbidden("a console form must be posted from the console itself")
+
+
 async def login(request: web.Request) -> web.Response:
+    _same_site(request)
     form = await request.post()
     key = str(form.get("key", "")).strip()
     try:
@@ -161,6 +175,7 @@ def _session_hash(cookie: str) -> str:
 async def logout(request: web.Request) -> web.Response:
     """Ends the session on the server too, not only in the browser: a copy of the cookie no
     longer signs in, across restarts, until it would have expired anyway."""
+    _same_site(request)
     session = _session(request)  # only sessions we signed: forged ones cannot fill the table
     if session is not None:
         await request.app[SERVICES].store.sign_out(

@@ -131,3 +131,25 @@ async def test_the_log_page_filters_by_time(gw: Gateway) -> None:
     assert "+86138****5678" in earlier and 'class="error"' not in earlier
     bad = await (await gw.client.get("/console/logs?until=yesterday")).text()
     assert "query.until" in bad  # the API's own message, naming the field
+
+
+async def test_sign_in_and_out_refuse_forms_posted_from_another_site(gw: Gateway) -> None:
+    """A page elsewhere cannot sign a bank's user into another tenant (or out): a form the
+    browser says came from another site is 403; the console's own and scripts' are not."""
+    key = {"key": gw.keys["bank_a"]["ops_key"]}
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        for path in ("/console/login", "/console/logout"):
+            resp = await gw.client.post(path, data=key, headers=headers, allow_redirects=False)
+            assert resp.status == 403, (path, headers)
+            assert resp.content_type == "application/problem+json"
+            assert "gw_console" not in resp.cookies
+    host = gw.client.make_url("/").authority
+    own = await gw.client.post(
+        "/console/login",
+        data=key,
+        headers={"Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"},
+        allow_redirects=False,
+    )
+    assert own.status == 303 and "gw_console" in own.cookies
+    script = await gw.client.post("/console/login", data=key, allow_redirects=False)
+    assert script.status == 303
