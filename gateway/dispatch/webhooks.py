@@ -77,8 +77,31 @@ async def check_url(url: str, *, allow_private: bool) -> None:
             raise UnsafeUrl(f"{host} does not resolve") from None
         addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
     for address in addresses:
-        if not address.is_global or address.is_multicast:
+        if not is_public(address):
             raise UnsafeUrl(f"{host} is a private or reserved address ({address})")
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix: IPv4 in the last 32 bits
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # a site's own translation: never public
+
+
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Global and not multicast; an IPv6 address that carries an IPv4 one (mapped,
+    compatible, 6to4, NAT64) is judged by the IPv4 address too, since a network that routes
+    it reaches that IPv4 host (``64:ff9b::7f00:1`` is 127.0.0.1 through NAT64)."""
+    if not address.is_global or address.is_multicast:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _LOCAL_NAT64:
+            return False
+        embedded = [address.ipv4_mapped, address.sixtofour]
+        value = int(address)
+        if value >> 32 == 0 or value >> 32 == 0xFFFF0000:  # ::a.b.c.d, ::ffff:0:a.b.c.d
+            embedded.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+        if address in _NAT64:
+            embedded.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+        return all(v4 is None or is_public(v4) for v4 in embedded)
+    return True
 
 
 class PublicOnlyResolver(aiohttp.abc.AbstractResolver):
@@ -94,7 +117,7 @@ class PublicOnlyResolver(aiohttp.abc.AbstractResolver):
         answers = await self._inner.resolve(host, port, family)
         for answer in answers:
             address = ipaddress.ip_address(answer["host"])
-            if not address.is_global or address.is_multicast:
+            if not is_public(address):
                 raise OSError(f"{host} resolves to a non-public address ({address})")
         return answers
 

@@ -150,6 +150,13 @@ async def test_410_disables_the_endpoint(make_gateway: GatewayFactory, receiver:
         "http://10.1.2.3/hook",
         "http://169.254.169.254/latest",
         "http://[::1]/x",
+        # IPv6 addresses that carry an IPv4 one: NAT64, 6to4, compatible, mapped forms
+        "http://[64:ff9b::7f00:1]/x",
+        "http://[64:ff9b:1::a00:1]/x",
+        "http://[2002:7f00:1::1]/x",
+        "http://[::127.0.0.1]/x",
+        "http://[::ffff:0:7f00:1]/x",
+        "http://[::ffff:10.0.0.1]/x",
         "ftp://example.com/x",
         "http://localhost/x",
         "not a url",
@@ -162,6 +169,15 @@ async def test_ssrf_guard(gw: Gateway, url: str) -> None:
     )
     assert resp.status == 422
     assert (await resp.json())["errors"][0]["loc"] == ["url"]
+
+
+@pytest.mark.parametrize("url", ["http://[2606:4700::1111]/h", "http://[64:ff9b::808:808]/h"])
+async def test_public_ipv6_addresses_are_let_through(gw: Gateway, url: str) -> None:
+    """An IPv6 address is judged by the IPv4 one it carries, not refused for carrying one."""
+    resp = await gw.client.put(
+        "/v1/webhook", json={"url": url, "events": ["delivered"]}, headers=gw.auth()
+    )
+    assert resp.status == 200, await resp.text()
 
 
 async def test_bad_event_type_is_named(gw: Gateway) -> None:
