@@ -42,6 +42,7 @@ class _Mo(WireModel):
     from_: str = Field(alias="from")
     text: str
     received_at: str | None = None
+    in_reply_to: str | None = None  # the client_ref of the message the phone answered
 
 
 class _MoBody(WireModel):
@@ -85,6 +86,12 @@ def inbound(body: bytes) -> list[InboundMessage]:
     """Replies from phones in a verified MO callback body; ``ValueError`` if malformed."""
     parsed = parse_callback(_MoBody, body, "inbound messages")
     return [
-        InboundMessage(from_number=m.from_, text=m.text, provider_ref=m.mo_id, at=m.received_at)
+        InboundMessage(
+            from_number=m.from_,
+            text=m.text,
+            provider_ref=m.mo_id,
+            at=m.received_at,
+            in_reply_to=m.in_reply_to,
+        )
         for m in parsed.messages
     ]

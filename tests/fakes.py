@@ -71,7 +71,9 @@ class FakeProvider:
     def parse_inbound(self, body: bytes) -> list[InboundMessage]:
         data = json.loads(body)
         return [
-            InboundMessage(m["from"], m["text"], provider_ref=m.get("mo_id"))
+            InboundMessage(
+                m["from"], m["text"], provider_ref=m.get("mo_id"), in_reply_to=m.get("in_reply_to")
+            )
             for m in data["messages"]
         ]
 

@@ -56,6 +56,9 @@ class InboundMessage:
     provider_ref: str | None = None
     at: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # the reference of the message the phone answered, as the provider knows the thread (a
+    # real carrier's reply names the sender's sub-code): which bank the reply is for
+    in_reply_to: str | None = None
 
 
 class Provider(Protocol):

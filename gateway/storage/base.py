@@ -191,8 +191,12 @@ class Store(Protocol):
         self, message_id: str, now: float, data: dict[str, Any], recalled: bool
     ) -> bool: ...
 
-    async def latest_message_to(self, phone: str) -> tuple[str, str] | None:
-        """(message_id, tenant_id) of the newest message to ``phone``, any tenant."""
+    async def reply_target(
+        self, phone: str, in_reply_to: str | None = None
+    ) -> tuple[str, str] | None:
+        """(message_id, tenant_id) of the message a reply from ``phone`` answers: the one
+        the provider names, else the newest (marketing first) if only one tenant wrote to
+        it; None if nobody did, or if two tenants could own the reply."""
         ...
 
     async def record_reply(

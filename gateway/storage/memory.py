@@ -28,6 +28,7 @@ from gateway.domain.messages import (
     Suppressed,
     can_move,
     fallback_event,
+    message_id_of,
     report_fits,
     wait_stage,
 )
@@ -199,10 +200,16 @@ class MemoryStore:
         self._event(message_id, "revoked" if moved else "revoke_refused", now, **data)
         return moved
 
-    async def latest_message_to(self, phone: str) -> tuple[str, str] | None:
+    async def reply_target(
+        self, phone: str, in_reply_to: str | None = None
+    ) -> tuple[str, str] | None:
+        if in_reply_to is not None:
+            named = self.messages.get(message_id_of(in_reply_to))
+            if named is not None and named.new.to == phone:
+                return named.new.id, named.new.tenant_id
         found = [m for m in self.messages.values() if m.new.to == phone]
-        if not found:
-            return None
+        if not found or len({m.new.tenant_id for m in found}) > 1:
+            return None  # nobody's, or two tenants': nobody's (see SqliteStore)
         latest = max(found, key=lambda m: (m.new.category == "marketing", m.new.created_at))
         return latest.new.id, latest.new.tenant_id
 

@@ -32,6 +32,7 @@ from gateway.domain.messages import (
     Suppressed,
     can_move,
     fallback_event,
+    message_id_of,
     report_fits,
     wait_stage,
 )
@@ -435,10 +436,23 @@ class SqliteStore:
 
         return await self.writer.run(job)
 
-    async def latest_message_to(self, phone: str) -> tuple[str, str] | None:
-        """(message_id, tenant_id) of the message a reply answers: the newest marketing
-        message to ``phone`` (opting out concerns marketing), else the newest of any kind."""
+    async def reply_target(
+        self, phone: str, in_reply_to: str | None = None
+    ) -> tuple[str, str] | None:
+        """(message_id, tenant_id) of the message a reply from ``phone`` answers: the one the
+        provider names (``in_reply_to``, its client reference), if it went to this phone;
+        else the newest marketing message to ``phone`` (opting out concerns marketing), or
+        the newest of any kind, if only one tenant wrote to it. A reply two tenants could
+        own is nobody's: a bank must never see a reply (or an opt-out) meant for another."""
+        if in_reply_to is not None:
+            row = await self._one(
+                "SELECT message_id, tenant_id FROM messages WHERE message_id = ? AND to_number = ?",
+                (message_id_of(in_reply_to), phone),
+            )
+            if row is not None:
+                return row[0], row[1]
         best: tuple[bool, float, str, str] | None = None
+        owners = 0
         for (tenant_id,) in await self._all("SELECT tenant_id FROM tenants"):
             row = await self._one(
                 "SELECT category = 'marketing', created_at, message_id FROM messages"
@@ -447,10 +461,13 @@ class SqliteStore:
                 (tenant_id, phone),
             )
             if row is not None:
+                owners += 1
                 key = (bool(row[0]), row[1], row[2], tenant_id)
                 if best is None or key[:2] > best[:2]:
                     best = key
-        return (best[2], best[3]) if best else None
+        if best is None or owners > 1:
+            return None
+        return best[2], best[3]
 
     async def record_reply(
         self,

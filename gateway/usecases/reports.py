@@ -100,8 +100,9 @@ async def receive_replies(
     signature: str | None,
 ) -> int:
     """Replies from phones: opt-out words opt the number out of the marketing of the tenant
-    that last wrote to it; every reply is a ``replied`` event on that message, once (a reply
-    delivered again under the provider's same reference is not counted or recorded again)."""
+    whose message the reply answers (see ``Store.reply_target``); every reply is a
+    ``replied`` event on that message, once (a reply delivered again under the provider's
+    same reference is not counted or recorded again)."""
     provider = provider_for(providers, name)
     if not provider.verify(body, signature):
         raise Unauthenticated("bad or missing X-Signature")
@@ -115,8 +116,8 @@ async def receive_replies(
             phone = to_e164(mo.from_number)
         except InvalidNumber:
             continue
-        latest = await store.latest_message_to(phone)
-        if latest is None:
+        latest = await store.reply_target(phone, mo.in_reply_to)
+        if latest is None:  # no message to that phone, or two tenants could own the reply
             log.info("reply_unmatched", provider=name, phone=phone)
             continue
         message_id, tenant_id = latest

@@ -126,6 +126,13 @@ class MockState:
     def inbox(self, to: str) -> list[dict[str, Any]]:
         return list(self.inboxes.get(to, ()))
 
+    def last_ref_to(self, provider: str, to: str) -> str | None:
+        """The client_ref of the last message ``provider`` handed to the phone ``to``."""
+        for entry in reversed(self.inboxes.get(to, ())):
+            if entry["provider"] == provider:
+                return str(entry["client_ref"])
+        return None
+
     def reset(self) -> None:
         """Forget counts, inboxes and dedupe (rate buckets and callback bases stay)."""
         self.counts = {p: Counts() for p in PROVIDERS}

@@ -12,9 +12,14 @@ from tests.fakes import SECRET
 
 
 async def _mo(
-    gw: Gateway, text: str, sender: str = "+8613812345678", sig: str | None = None
+    gw: Gateway,
+    text: str,
+    sender: str = "+8613812345678",
+    sig: str | None = None,
+    in_reply_to: str | None = None,
 ) -> int:
-    body = json.dumps({"messages": [{"from": sender, "text": text}]}).encode()
+    reply = {"from": sender, "text": text} | ({"in_reply_to": in_reply_to} if in_reply_to else {})
+    body = json.dumps({"messages": [reply]}).encode()
     resp = await gw.client.post(
         "/callbacks/cmcc/mo", data=body, headers={"X-Signature": sig or signing.sign(SECRET, body)}
     )
@@ -93,3 +98,21 @@ async def test_forged_reply_is_401(gw: Gateway) -> None:
     await gw.send()
     assert await _mo(gw, "TD", sig="00") == 401
     assert await _opted_out(gw) == set()
+
+
+async def test_a_reply_goes_to_the_bank_whose_message_it_answers(gw: Gateway) -> None:
+    """Two banks wrote to one phone. A reply naming the message it answers (as a carrier's
+    reply names the sender's sub-code) opts the number out of that bank only, and only that
+    bank sees the reply; a reply naming nothing could be either bank's, so nobody gets it:
+    a bank must never see another's replies, nor opt a customer out somewhere else."""
+    ours = await gw.send("bank_a")
+    theirs = await gw.send("bank_b")  # the newer one
+    assert await _mo(gw, "我的卡号 6222", in_reply_to=ours) == 200
+    assert await _mo(gw, "TD", in_reply_to=ours) == 200
+    assert await _opted_out(gw) == {"+8613812345678"}
+    assert await _opted_out(gw, "bank_b") == set()
+    assert "replied" in [e["type"] for e in (await gw.message(ours))["events"]]
+    assert "replied" not in [e["type"] for e in (await gw.message(theirs, "bank_b"))["events"]]
+    assert await _mo(gw, "TD") == 200  # names nothing: two banks could own it
+    assert await _opted_out(gw, "bank_b") == set()
+    assert "replied" not in [e["type"] for e in (await gw.message(theirs, "bank_b"))["events"]]

@@ -325,3 +325,19 @@ async def test_a_late_rich_failure_after_the_rich_timeout_sends_no_second_sms(
     view = await db.get_message("t1", m.id)
     assert view is not None
     assert [e.type for e in view.events].count("fallback") == 1
+
+
+async def test_a_reply_is_the_named_messages_else_its_only_tenants(db: Store) -> None:
+    """The message a reply names, if it went to that phone; else the newest (marketing
+    first) of the only tenant that wrote to it; nobody's if two tenants did."""
+    phone = "+8613812345678"
+    first = message()
+    await db.accept(first)
+    assert await db.reply_target(phone) == (first.id, "t1")
+    assert await db.reply_target("+8613900000000") is None
+    other = message("t2")
+    await db.accept(other)
+    assert await db.reply_target(phone) is None  # two tenants wrote to it
+    assert await db.reply_target(phone, first.id) == (first.id, "t1")
+    assert await db.reply_target(phone, f"{other.id}.1") == (other.id, "t2")  # a fallback's ref
+    assert await db.reply_target("+8613900000000", first.id) is None  # not that phone's
