@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,6 +86,10 @@ class SqliteStore:
     # lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # the database holds customers' data, rendered codes and webhook secrets: only this
+        # account may read it (SQLite gives its WAL and shared-memory files the same mode)
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        os.chmod(self.path, 0o600)
         conn = connect(self.path)
         try:
             migrate(conn)

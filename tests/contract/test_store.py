@@ -341,3 +341,17 @@ async def test_a_reply_is_the_named_messages_else_its_only_tenants(db: Store) ->
     assert await db.reply_target(phone, first.id) == (first.id, "t1")
     assert await db.reply_target(phone, f"{other.id}.1") == (other.id, "t2")  # a fallback's ref
     assert await db.reply_target("+8613900000000", first.id) is None  # not that phone's
+
+
+async def test_the_database_is_readable_by_its_owner_only(db: Store) -> None:
+    """Customers' data, rendered codes and webhook secrets: mode 0600, its WAL too."""
+    import stat
+
+    from gateway.storage.sqlite import SqliteStore
+
+    if not isinstance(db, SqliteStore):
+        pytest.skip("only SQLite has a file")
+    await db.accept(message())  # a write: the WAL and shared-memory files exist now
+    for suffix in ("", "-wal", "-shm"):
+        path = db.path.with_name(db.path.name + suffix)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
