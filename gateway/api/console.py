@@ -45,7 +45,7 @@ def _page(name: str) -> Template:
 # srcdoc frames (which inherit this policy) showing the brands' images (the contract lets
 # a logo be http or https) or the gateway's own. Checked in headless Chromium: the pages
 # and previews render, with no violation reported. Nobody may frame the console, and its
-# addresses (whose queries can hold numbers) go to no one.
+# addresses (whose queries can hold numbers) go to no other site.
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": (
@@ -54,7 +54,7 @@ SECURITY_HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
 }
 
 
@@ -132,10 +132,12 @@ def _same_site(request: web.Request) -> None:
     must not sign a bank's user into its own tenant, or out. Browsers say where a form came
     from (``Sec-Fetch-Site``, ``Origin``); a script that says nothing is let through."""
     fetch_site = request.headers.get("Sec-Fetch-Site")
-    origin = request.headers.get("Origin")
-    cross = fetch_site == "cross-site" or (
-        origin is not None and (origin == "null" or urlsplit(origin).netloc != request.host)
-    )
+    if fetch_site is not None:  # every current browser sends it: it decides
+        cross = fetch_site not in ("same-origin", "none")
+    else:  # an older browser: its Origin, if it says one ("null" says nothing)
+        origin = request.headers.get("Origin")
+        own = {request.host, urlsplit(request.app[SERVICES].settings.base_url).netloc}
+        cross = origin not in (None, "null") and urlsplit(origin).netloc not in own
     if cross:
         raise Forbidden("a console form must be posted from the console itself")
 
