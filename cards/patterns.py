@@ -1,9 +1,11 @@
-"""A template variable's ``pattern``, matched by RE2: in linear time, whatever the pattern.
+"""A template variable's ``pattern``: Python's regular expressions, with a time limit.
 
-Python's ``re`` backtracks: a pattern such as ``(a+)+`` took 0.44 s over 24 characters of a
-variable and doubled with each one more, holding the event loop (and every bank's sends)
-all the while. RE2 has no backtracking, and so no backreferences or lookarounds either: a
-pattern that needs them is refused when the template is stored.
+Python's ``re`` backtracks: a pattern such as ``(a|aa)+`` against 40 characters of a
+variable would hold the event loop (and every bank's sends) for minutes. The ``regex``
+module reads patterns as ``re`` does (Unicode ``\\w`` and ``\\d``, ``\\uXXXX`` escapes, so
+``[\\u4e00-\\u9fa5]+`` and ``\\w{2,4}`` still mean what they say for Chinese names) and
+stops a match after a time limit. A pattern that once runs out of time is refused from
+then on at once, with a message saying why.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-import re2
+import regex
 
 MAX_PATTERN = 200  # characters
+MATCH_TIMEOUT_S = 0.01
 
-_OPTIONS = re2.Options()
-_OPTIONS.log_errors = False  # a refused pattern is the caller's 422, not a line on stderr
+_SLOW: set[str] = set()  # patterns that ran out of time once: refused at once from then on
 
 
 class PatternError(ValueError):
@@ -28,14 +30,22 @@ def compile_pattern(pattern: str) -> Any:
     if len(pattern) > MAX_PATTERN:
         raise PatternError(f"at most {MAX_PATTERN} characters")
     try:
-        return re2.compile(pattern, _OPTIONS)
-    except re2.error as exc:
-        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
-        raise PatternError(
-            f"not a pattern RE2 accepts ({reason}; no backreferences or lookarounds)"
-        ) from None
+        return regex.compile(pattern)
+    except regex.error as exc:
+        raise PatternError(f"not a regular expression: {exc}") from None
 
 
 def matches(pattern: str, text: str) -> bool:
-    """Whether all of ``text`` matches ``pattern`` (a pattern that compiled when stored)."""
-    return compile_pattern(pattern).fullmatch(text) is not None
+    """Whether all of ``text`` matches ``pattern``; ``PatternError`` if matching it takes
+    too long (a pattern that backtracks without end: the template needs a simpler one)."""
+    if pattern in _SLOW:
+        raise PatternError(_TOO_SLOW)
+    try:
+        return compile_pattern(pattern).fullmatch(text, timeout=MATCH_TIMEOUT_S) is not None
+    except TimeoutError:
+        if len(_SLOW) < 1024:
+            _SLOW.add(pattern)
+        raise PatternError(_TOO_SLOW) from None
+
+
+_TOO_SLOW = "its pattern takes too long to match (it backtracks): store a simpler one"

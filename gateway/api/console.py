@@ -18,7 +18,7 @@ from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jinja2.environment import Template
 
-from cards.patterns import matches
+from cards.patterns import PatternError, matches
 from gateway.api.endpoints import Endpoint
 from gateway.api.logs import ROUTES, _cursor, _item, parse_query
 from gateway.domain.messages import Status
@@ -242,10 +242,17 @@ def _sample(spec: Any) -> Any:
     if kind == "enum":
         return spec.choices[0]
     for candidate in ("示例", "123456", "1234", "12345678", "A1B2", "F001", "示例客户"):
-        if spec.pattern is None or matches(spec.pattern, candidate):
+        if spec.pattern is None or _fits(spec.pattern, candidate):
             if spec.max_length is None or len(candidate) <= spec.max_length:
                 return candidate
     return "示例"
+
+
+def _fits(pattern: str, candidate: str) -> bool:
+    try:
+        return matches(pattern, candidate)
+    except PatternError:  # too slow to match: the preview shows the template's own error
+        return False
 
 
 async def templates_page(request: web.Request) -> web.Response:
