@@ -207,9 +207,11 @@ class MemoryStore:
             named = self.messages.get(message_id_of(in_reply_to))
             if named is not None and named.new.to == phone:
                 return named.new.id, named.new.tenant_id
-        found = [m for m in self.messages.values() if m.new.to == phone]
+        to_phone = [m for m in self.messages.values() if m.new.to == phone]
+        reached = [m for m in to_phone if m.status in (Status.SUBMITTED, Status.DELIVERED)]
+        found = reached or to_phone  # what reached a provider first (see SqliteStore)
         if not found or len({m.new.tenant_id for m in found}) > 1:
-            return None  # nobody's, or two tenants': nobody's (see SqliteStore)
+            return None  # nobody's, or two tenants': nobody's
         latest = max(found, key=lambda m: (m.new.category == "marketing", m.new.created_at))
         return latest.new.id, latest.new.tenant_id
 

@@ -446,9 +446,10 @@ class SqliteStore:
     ) -> tuple[str, str] | None:
         """(message_id, tenant_id) of the message a reply from ``phone`` answers: the one the
         provider names (``in_reply_to``, its client reference), if it went to this phone;
-        else the newest marketing message to ``phone`` (opting out concerns marketing), or
-        the newest of any kind, if only one tenant wrote to it. A reply two tenants could
-        own is nobody's: a bank must never see a reply (or an opt-out) meant for another."""
+        else the newest marketing message handed to a provider for ``phone`` (opting out
+        concerns marketing), or the newest of any kind, if only one tenant wrote to it. A
+        reply two tenants could own is nobody's: a bank must never see a reply (or an
+        opt-out) meant for another."""
         if in_reply_to is not None:
             row = await self._one(
                 "SELECT message_id, tenant_id FROM messages WHERE message_id = ? AND to_number = ?",
@@ -456,23 +457,27 @@ class SqliteStore:
             )
             if row is not None:
                 return row[0], row[1]
-        best: tuple[bool, float, str, str] | None = None
-        owners = 0
-        for (tenant_id,) in await self._all("SELECT tenant_id FROM tenants"):
-            row = await self._one(
-                "SELECT category = 'marketing', created_at, message_id FROM messages"
-                " WHERE tenant_id = ? AND to_number = ?"
-                " ORDER BY category = 'marketing' DESC, created_at DESC LIMIT 1",
-                (tenant_id, phone),
-            )
-            if row is not None:
-                owners += 1
-                key = (bool(row[0]), row[1], row[2], tenant_id)
-                if best is None or key[:2] > best[:2]:
-                    best = key
-        if best is None or owners > 1:
-            return None
-        return best[2], best[3]
+        # what reached a provider (what the phone can answer) first; else anything queued
+        for reached in (" AND status IN ('submitted', 'delivered')", ""):
+            best: tuple[bool, float, str, str] | None = None
+            owners = 0
+            for (tenant_id,) in await self._all("SELECT tenant_id FROM tenants"):
+                row = await self._one(
+                    "SELECT category = 'marketing', created_at, message_id FROM messages"
+                    f" WHERE tenant_id = ? AND to_number = ?{reached}"
+                    " ORDER BY category = 'marketing' DESC, created_at DESC LIMIT 1",
+                    (tenant_id, phone),
+                )
+                if row is not None:
+                    owners += 1
+                    key = (bool(row[0]), row[1], row[2], tenant_id)
+                    if best is None or key[:2] > best[:2]:
+                        best = key
+            if owners > 1:
+                return None
+            if best is not None:
+                return best[2], best[3]
+        return None
 
     async def record_reply(
         self,

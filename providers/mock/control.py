@@ -66,8 +66,8 @@ async def send_mo(request: web.Request) -> web.Response:
         "from": from_number,
         "text": mo.text,
         "received_at": utc_now(),
-        # the phone answers the thread of the last message this provider gave it
-        "in_reply_to": rt.state.last_ref_to(mo.provider, from_number),
+        # the phone answers the thread of the last message it got
+        "in_reply_to": rt.state.last_ref_to(from_number),
     }
     body = json.dumps({"messages": [message]}).encode()
     headers = {

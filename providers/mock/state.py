@@ -126,12 +126,11 @@ class MockState:
     def inbox(self, to: str) -> list[dict[str, Any]]:
         return list(self.inboxes.get(to, ()))
 
-    def last_ref_to(self, provider: str, to: str) -> str | None:
-        """The client_ref of the last message ``provider`` handed to the phone ``to``."""
-        for entry in reversed(self.inboxes.get(to, ())):
-            if entry["provider"] == provider:
-                return str(entry["client_ref"])
-        return None
+    def last_ref_to(self, to: str) -> str | None:
+        """The client_ref of the last message the phone ``to`` got, from any provider: a
+        reply answers the thread the phone shows last (a card a vendor showed included)."""
+        inbox = self.inboxes.get(to)
+        return str(inbox[-1]["client_ref"]) if inbox else None
 
     def reset(self) -> None:
         """Forget counts, inboxes and dedupe (rate buckets and callback bases stay)."""

@@ -341,6 +341,12 @@ async def test_a_reply_is_the_named_messages_else_its_only_tenants(db: Store) ->
     assert await db.reply_target(phone, first.id) == (first.id, "t1")
     assert await db.reply_target(phone, f"{other.id}.1") == (other.id, "t2")  # a fallback's ref
     assert await db.reply_target("+8613900000000", first.id) is None  # not that phone's
+    # t1's message reaches a provider, t2's does not (suppressed): the reply is t1's
+    await db.claim_due(NOW, 10, NOW + 60)
+    await db.record_outcomes(
+        [Submitted(first.id, "cmcc", "sms", "r1", NOW, 1), Suppressed(other.id, "opted_out", NOW)]
+    )
+    assert await db.reply_target(phone) == (first.id, "t1")
 
 
 async def test_the_database_is_readable_by_its_owner_only(db: Store) -> None:

@@ -339,7 +339,7 @@ async def test_mo_is_posted_signed_to_the_given_callback(mock, sink, cmcc_secret
     (message,) = callback.json()["messages"]
     assert (message["from"], message["text"]) == (PHONE, "TD")
     assert message["mo_id"] and message["received_at"]
-    assert message["in_reply_to"] is None  # this provider gave the phone nothing to answer
+    assert message["in_reply_to"] is None  # the phone got nothing to answer
 
 
 async def test_mo_goes_where_the_last_delivery_reports_went(mock, signed, sink) -> None:
@@ -352,7 +352,7 @@ async def test_mo_goes_where_the_last_delivery_reports_went(mock, signed, sink) 
     assert resp.status == 200
     callback = await sink.next()
     assert callback.path == "/callbacks/cmcc/mo"
-    # the reply answers the last message this carrier gave the phone: it names it
+    # the reply answers the last message the phone got: it names it
     assert callback.json()["messages"][0]["in_reply_to"] == "m1"
 
 
