@@ -153,7 +153,7 @@ def _render_one(field: Field, loc: Loc, ctx: _Context) -> str:
         else:
             out = _bounded_concat(field.root_render_func(ctx.jinja())).strip()  # type: ignore[attr-defined]
     except _TooLong:
-        raise RenderError(loc, f"rendered to over {MAX_FIELD} characters") from None
+        raise RenderError(loc, f"rendered to over {MAX_FIELD} characters (stopped)") from None
     except Exception as exc:  # a sandbox refusal or an undefined name: never a crash
         raise RenderError(loc, f"{type(exc).__name__}: {exc}") from None
     if len(out) > MAX_FIELD:

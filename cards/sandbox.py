@@ -63,13 +63,14 @@ MAX_SEPARATOR = 10  # characters of a ``join`` separator, which must be written 
 
 def _safe_replace(value: Any, old: str, new: str, count: int | None = None) -> str:
     """``replace`` that cannot blow a field up: no empty ``old``, a bounded result."""
-    text = str(value)
+    text, old, new = str(value), str(old), str(new)
     if not old:
         raise ValueError("replace needs a non-empty string to replace")
-    out = text.replace(old, new) if count is None else text.replace(old, new, count)
-    if len(out) > MAX_FIELD:
-        raise ValueError(f"replace made a field over {MAX_FIELD} characters")
-    return out
+    limit = -1 if count is None or count < 0 else count
+    times = text.count(old) if limit < 0 else min(text.count(old), limit)
+    if len(text) + times * (len(new) - len(old)) > MAX_FIELD:  # known before it is built
+        raise ValueError(f"replace would make a field over {MAX_FIELD} characters")
+    return text.replace(old, new, limit)
 
 
 def _loop_items(value: Any) -> list[Any]:
@@ -83,8 +84,24 @@ def _loop_items(value: Any) -> list[Any]:
 LOOP_FILTER = "gateway_loop_items"  # not a name a template may write (see ALLOWED_FILTERS)
 
 
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """``%`` is a number's remainder (``loop.index % 4``), never a format string: a
+    ``"%100000000s" % ""`` would allocate 100 MB."""
+
+    intercepted_binops = frozenset({"%"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "%" and not (_is_number(left) and _is_number(right)):
+            raise ValueError("% is only a number's remainder here, not string formatting")
+        return super().call_binop(context, operator, left, right)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def make_environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _Sandbox(
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, cache_size=0
     )
     env.filters = {k: v for k, v in env.filters.items() if k in ALLOWED_FILTERS}
@@ -119,13 +136,10 @@ def _walk_forbidden(tree: nodes.Template) -> Iterable[str]:
             nodes.Mul,
             nodes.Pow,
             nodes.FloorDiv,
-            nodes.Mod,
         )
     ):
         if isinstance(node, nodes.Mul | nodes.Pow | nodes.FloorDiv):
             yield "multiplication and powers are not allowed (they can build huge strings)"
-        elif isinstance(node, nodes.Mod):
-            yield "% is not allowed (a format string can build a huge string)"
         elif isinstance(node, nodes.Getattr):
             # Variables are plain values: an attribute could only be a method of str or int
             # (whose repr leaks addresses). Only a loop's own counters may be read.

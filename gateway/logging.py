@@ -20,9 +20,14 @@ _WRITTEN = re.compile(r"(?<![A-Za-z0-9])\+?\(?\d[\d \-()]{9,}\d(?![A-Za-z0-9])")
 
 
 def _mask_written(m: re.Match[str]) -> str:
+    """Only what reads as a phone number: ``+`` and 8 to 15 digits, or a Chinese mobile's
+    11 digits from a 1 (not a date range, an id like 20261123-001, or a list of numbers)."""
     text = m.group(0)
-    digits = sum(c.isdigit() for c in text)
-    if digits < 11:
+    plain = "".join(c for c in text if c.isdigit())
+    digits = len(plain)
+    if not (
+        (text.startswith("+") and 8 <= digits <= 15) or (digits == 11 and plain[0] == "1")
+    ):
         return text
     seen = 0
     out = []

@@ -128,6 +128,8 @@ async def test_logs_mask_numbers_written_with_separators(gw: Gateway) -> None:
         for written in ("138-4346-4097", "+86 138 4346 4097", "(138)43464097"):
             await gw.client.get(f"/v1/recipients/{written}", headers=gw.auth())
         await gw.client.get("/v1/messages/01M8T7696360H3GW7HSJHYEC1B", headers=gw.auth())
+        await gw.client.get("/v1/campaigns/20261123-001", headers=gw.auth())
+        await gw.client.get("/v1/segments/2026-11-23-2026-11-30/count", headers=gw.auth())
     finally:
         configure_logging("warning", json=True, cache=False)
     paths = [
@@ -140,6 +142,8 @@ async def test_logs_mask_numbers_written_with_separators(gw: Gateway) -> None:
         "/v1/recipients/+** *** **** 4097",
         "/v1/recipients/(***)****4097",
         "/v1/messages/01M8T7696360H3GW7HSJHYEC1B",
+        "/v1/campaigns/20261123-001",  # ids and dates with dashes are no numbers
+        "/v1/segments/2026-11-23-2026-11-30/count",
     ]
 
 
