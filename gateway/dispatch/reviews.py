@@ -17,7 +17,7 @@ from gateway.clock import Clock
 from gateway.dispatch.ports import ReviewResult, TemplateReviewer
 from gateway.dispatch.worker import PollingWorker
 from gateway.domain.retry import backoff
-from gateway.errors import PermanentProviderError, RetryableProviderError
+from gateway.errors import InvalidInput, PermanentProviderError, RetryableProviderError
 from gateway.logging import get_logger
 from gateway.storage.base import ReviewState, Store, parse_template_ref
 from gateway.usecases.catalog import Catalog
@@ -57,7 +57,15 @@ class ReviewSubmitter(PollingWorker):
     async def _submit(self, review: ReviewState) -> None:
         now = self._clock.now()
         reviewer = self._reviewers.get(review.vendor)
-        loaded = await self._catalog.template(review.tenant_id, review.template_id, review.version)
+        try:
+            loaded = await self._catalog.template(
+                review.tenant_id, review.template_id, review.version
+            )
+        except InvalidInput:  # a version stored before a check it fails: nothing to review
+            await self._store.update_review(
+                replace(review, state="not_applicable", reason="fails_checks", updated_at=now)
+            )
+            return
         if reviewer is None or loaded is None or loaded.compiled.card is None:
             await self._store.update_review(
                 replace(review, state="not_applicable", reason="no_reviewer", updated_at=now)
