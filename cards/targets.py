@@ -93,9 +93,7 @@ def render_message(
 def literal_origins(source: str) -> frozenset[str]:
     """The ``scheme://host`` of each link the template writes itself (not from a variable)."""
     return frozenset(
-        origin
-        for m in _URL.finditer(source)
-        if (origin := _origin(m.group(0))) is not None and "{" not in origin
+        origin for m in _URL.finditer(source) if (origin := _origin(m.group(0))) is not None
     )
 
 

@@ -42,6 +42,7 @@ def test_a_gateway_killed_mid_dispatch_loses_nothing_and_sends_nothing_twice(
     stack.gateway.send_signal(signal.SIGTERM)  # queue them all first, with no dispatcher
     assert stack.gateway.wait(timeout=30) == 0
     queued = _gateway(stack, dispatcher_enabled="false")
+    draining: subprocess.Popen[bytes] | None = None
     try:
         numbers = _numbers(900)
         ids = _send_all(stack, auth, numbers)
@@ -64,8 +65,9 @@ def test_a_gateway_killed_mid_dispatch_loses_nothing_and_sends_nothing_twice(
             again.send_signal(signal.SIGTERM)
             again.wait(timeout=30)
     finally:
-        if queued.poll() is None:
-            queued.kill()
+        for proc in (queued, draining):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
     assert {m["status"] for m in msgs} == {"delivered"}, {m["status"] for m in msgs}
     stats = call("GET", f"{stack.mock}/_mock/stats")[1]
     # each message reached one provider, once: the phones got one message each
