@@ -189,6 +189,31 @@ def _decode(raw: bytes, encoding: list[str]) -> str:
 MAX_CSV_RECORD = 64 * 1024  # characters of one CSV record, however many lines it spans
 
 
+def still_quoted(line: str, quoted: bool) -> bool:
+    """Whether a CSV record is inside a quoted cell after ``line``, by the csv module's
+    rules: a cell is quoted only if it starts with a quote (``小"明`` is a plain cell), and
+    ``""`` inside a quoted cell is one quote."""
+    at_start = not quoted  # a line not inside quotes starts a cell
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i]
+        if quoted:
+            if c == '"':
+                if i + 1 < n and line[i + 1] == '"':
+                    i += 2
+                    continue
+                quoted = False
+        elif c == ",":
+            at_start = True
+            i += 1
+            continue
+        elif c == '"' and at_start:
+            quoted = True
+        at_start = False
+        i += 1
+    return quoted
+
+
 class Audience:
     def __init__(self, store: Store, audience: SqliteAudience, clock: Clock) -> None:
         self._store = store
@@ -232,7 +257,7 @@ class Audience:
         header: list[str] | None = None
         number = 0
         record: list[str] = []  # a CSV record whose quoted cell spans lines, as Excel writes
-        quotes = size = 0  # the record's quote marks and characters so far
+        quoted, size = False, 0  # whether the record is inside a quoted cell; its characters
         first = 0
         async for raw in lines:
             number += 1
@@ -245,11 +270,12 @@ class Audience:
                 if kind == "csv":
                     part = _decode(raw, encoding).rstrip("\r\n")
                     if not record:
-                        first, quotes, size = number, 0, 0
+                        first, quoted, size = number, False, 0
                     record.append(part)
-                    quotes += part.count('"')
+                    if '"' in part:
+                        quoted = still_quoted(part, quoted)
                     size += len(part) + 1
-                    if quotes % 2:  # inside a quoted cell: the record goes on
+                    if quoted:  # inside a quoted cell: the record goes on
                         if size > MAX_CSV_RECORD:  # an unclosed quote, not a cell
                             record = []
                             raise ValueError(

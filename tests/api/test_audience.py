@@ -276,6 +276,21 @@ async def test_csv_an_unclosed_quote_is_one_rejected_record_not_the_rest_of_the_
     assert 0 < out["created"] < 4000  # the lines swallowed before the limit went with it
 
 
+async def test_csv_a_quote_inside_a_cell_is_a_character(gw: Gateway) -> None:
+    """``小"明`` is a plain cell, as the csv module reads it: it opens nothing, and the rows
+    after it are rows ("" inside a quoted cell is one quote)."""
+    csv_text = (
+        'phone,name,city\r\n13800000041,小"明,太原\r\n13800000042,"大""王",大同\r\n'
+        "13800000043,老李,太原\r\n"
+    )
+    status, out = await _import(gw, csv_text.encode(), "text/csv")
+    assert status == 200 and out["created"] == 3 and out["rejected"] == []
+    got = await (await gw.client.get("/v1/recipients/13800000042", headers=gw.auth())).json()
+    assert got["attrs"]["name"] == '大"王'
+    got = await (await gw.client.get("/v1/recipients/13800000041", headers=gw.auth())).json()
+    assert got["attrs"]["name"] == '小"明'
+
+
 async def test_ops_sees_recipients_numbers_masked(gw: Gateway) -> None:
     """As in the logs: only the campaign role sees whole numbers."""
     await _put(gw, "13812345678", {"tags": ["x"]})
