@@ -26,6 +26,7 @@ import aiohttp.abc
 from standardwebhooks import Webhook
 
 from gateway.clock import Clock, event_json, to_rfc3339
+from gateway.dispatch.circuit import CircuitBreaker
 from gateway.dispatch.worker import PollingWorker
 from gateway.domain.retry import backoff
 from gateway.ids import new_id
@@ -157,6 +158,10 @@ def _payload(event: tuple[Any, ...], endpoint: Endpoint) -> tuple[str, str, str]
     return f"msg_{new_id(int(at * 1000))}", kind, json.dumps(body, ensure_ascii=False)
 
 
+CIRCUIT_THRESHOLD = 5  # failed deliveries in a row before a tenant's endpoint is held
+CIRCUIT_COOLDOWN_S = 30.0
+
+
 class WebhookSender(PollingWorker):
     name = "webhooks"
     idle_s = 0.5
@@ -179,6 +184,18 @@ class WebhookSender(PollingWorker):
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
+        # one per tenant: a bank whose endpoint keeps failing (or hangs till the timeout)
+        # is tried one delivery at a time until it answers again, so its deliveries do not
+        # fill the rounds that every other bank's deliveries share
+        self._circuits: dict[str, CircuitBreaker] = {}
+
+    def circuit(self, tenant_id: str) -> CircuitBreaker:
+        breaker = self._circuits.get(tenant_id)
+        if breaker is None:
+            breaker = self._circuits[tenant_id] = CircuitBreaker(
+                self._clock, threshold=CIRCUIT_THRESHOLD, cooldown_s=CIRCUIT_COOLDOWN_S
+            )
+        return breaker
 
     async def stop(self) -> None:
         await super().stop()
@@ -200,6 +217,17 @@ class WebhookSender(PollingWorker):
 
     async def _send(self, d: Delivery, endpoint: Endpoint | None) -> None:
         now = self._clock.now()
+        breaker = self.circuit(d.tenant_id)
+        if endpoint is not None and endpoint.enabled and not breaker.allow():
+            await self._webhooks.record(  # held, not tried: the endpoint is failing
+                d.delivery_id,
+                state="pending",
+                attempts=d.attempts,
+                next_at=now + max(1.0, breaker.retry_in()),
+                status=None,
+                error="held: the endpoint keeps failing",
+            )
+            return
         if endpoint is None or not endpoint.enabled:
             await self._webhooks.record(
                 d.delivery_id,
@@ -240,6 +268,10 @@ class WebhookSender(PollingWorker):
         except (aiohttp.ClientError, TimeoutError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]
         attempts = d.attempts + 1
+        if error is None:
+            breaker.success()
+        else:
+            breaker.failure()
         log.info(
             "webhook_attempt",
             tenant=d.tenant_id,

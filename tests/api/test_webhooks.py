@@ -214,3 +214,48 @@ async def test_not_lost_across_a_restart(
     assert len(rec.received) == 2
     assert json.loads(rec.received[1][1])["type"] == "message.delivered"
     await client.close()
+
+
+async def test_a_failing_endpoint_is_held_and_other_banks_deliveries_go_on(
+    make_gateway: GatewayFactory,
+    receiver: Any,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> None:
+    """Bank A's endpoint fails every time: after five failures in a row its deliveries are
+    held (not tried) while bank B's go on; after the cooldown one probe goes to A."""
+    gw = await make_gateway(webhook_allow_private=True)
+    rec_a, url_a = receiver
+    rec_a.answers = [(500, {})] * 100
+    rec_b = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", rec_b.handle)
+    url_b = str((await aiohttp_server(app)).make_url("/hook"))
+    await _setup(gw, url_a)
+    resp = await gw.client.put(
+        "/v1/webhook", json={"url": url_b, "events": ["delivered"]}, headers=gw.auth("bank_b")
+    )
+    assert resp.status == 200
+    sender = gw.services.webhook_sender
+    assert sender is not None
+
+    async def deliver(tenant: str) -> None:
+        message_id = await gw.send(tenant)
+        await gw.services.dispatcher.run_once()
+        body, sig = report_body((message_id, f"cmcc-{message_id}", "delivered"))
+        await gw.client.post("/callbacks/cmcc/dlr", data=body, headers={"X-Signature": sig})
+
+    for _ in range(5):
+        await deliver("bank_a")
+    await sender.run_once()
+    assert (
+        len(rec_a.received) == 5 and sender.circuit(gw.keys["bank_a"]["tenant_id"]).state == "open"
+    )
+    await deliver("bank_a")
+    await deliver("bank_b")
+    gw.clock.advance(11)  # past the first retries' backoff, inside the cooldown
+    await sender.run_once()
+    assert len(rec_a.received) == 5  # held, not tried
+    assert len(rec_b.received) == 1  # the other bank's went
+    gw.clock.advance(30)  # the cooldown is over: one probe
+    await sender.run_once()
+    assert len(rec_a.received) == 6
