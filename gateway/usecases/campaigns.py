@@ -21,7 +21,7 @@ from gateway.storage.base import IdempotencyConflict
 from gateway.usecases.audience import FrequencyCap
 from gateway.usecases.catalog import Catalog, invalid_from_pydantic
 from gateway.usecases.fields import Rfc3339, check_schedule
-from gateway.usecases.sending import idempotency_conflict, request_hash
+from gateway.usecases.sending import idempotency_conflict, replay_of, request_hash
 
 
 class AudienceSpec(BaseModel):
@@ -102,11 +102,11 @@ class Campaigns:
         the first campaign again, before anything is checked, and a different body is 409."""
         body_hash = request_hash(body) if idempotency_key is not None else ""
         if idempotency_key is not None:
-            earlier = await self._audience.idempotency(tenant_id, idempotency_key)
+            earlier = replay_of(
+                await self._audience.idempotency(tenant_id, idempotency_key), body_hash
+            )
             if earlier is not None:
-                if earlier.request_hash != body_hash:
-                    raise idempotency_conflict()
-                return await self._first_answer(tenant_id, earlier.message_id), True
+                return await self._first_answer(tenant_id, earlier), True
         try:
             spec = CampaignIn.model_validate(body)
         except ValidationError as exc:

@@ -78,11 +78,11 @@ class Sender:
     ) -> AcceptResult:
         tenant = principal.tenant_id
         if idempotency_key is not None:
-            earlier = await self._store.get_idempotency(tenant, idempotency_key)
+            earlier = replay_of(
+                await self._store.get_idempotency(tenant, idempotency_key), body_hash
+            )
             if earlier is not None:
-                if earlier.request_hash != body_hash:
-                    raise idempotency_conflict()
-                return AcceptResult(earlier.message_id, replayed=True)
+                return AcceptResult(earlier, replayed=True)
 
         try:
             to = to_e164(req.to)
@@ -133,6 +133,16 @@ class Sender:
         if not result.replayed and status == Status.ACCEPTED:
             self._on_accepted()
         return result
+
+
+def replay_of(earlier: IdempotencyRecord | None, body_hash: str) -> str | None:
+    """What an Idempotency-Key made before, for the same request (Stripe's semantics): the
+    resource's id to answer again; None if the key is new; 409 if it came with another body."""
+    if earlier is None:
+        return None
+    if earlier.request_hash != body_hash:
+        raise idempotency_conflict()
+    return earlier.message_id
 
 
 def idempotency_conflict() -> Conflict:
