@@ -457,26 +457,21 @@ class SqliteStore:
             )
             if row is not None:
                 return row[0], row[1]
-        # what reached a provider (what the phone can answer) first; else anything queued
+        # what reached a provider (what the phone can answer) first; else anything queued;
+        # a query per tenant, on the (tenant_id, to_number, created_at) index
+        tenants = [t for (t,) in await self._all("SELECT tenant_id FROM tenants")]
         for reached in (" AND status IN ('submitted', 'delivered')", ""):
-            best: tuple[bool, float, str, str] | None = None
-            owners = 0
-            for (tenant_id,) in await self._all("SELECT tenant_id FROM tenants"):
+            owners = []
+            for tenant_id in tenants:
                 row = await self._one(
-                    "SELECT category = 'marketing', created_at, message_id FROM messages"
-                    f" WHERE tenant_id = ? AND to_number = ?{reached}"
-                    " ORDER BY category = 'marketing' DESC, created_at DESC LIMIT 1",
+                    "SELECT message_id FROM messages WHERE tenant_id = ? AND to_number = ?"
+                    f"{reached} ORDER BY category = 'marketing' DESC, created_at DESC LIMIT 1",
                     (tenant_id, phone),
                 )
                 if row is not None:
-                    owners += 1
-                    key = (bool(row[0]), row[1], row[2], tenant_id)
-                    if best is None or key[:2] > best[:2]:
-                        best = key
-            if owners > 1:
-                return None
-            if best is not None:
-                return best[2], best[3]
+                    owners.append((row[0], tenant_id))
+            if owners:
+                return owners[0] if len(owners) == 1 else None
         return None
 
     async def record_reply(
