@@ -125,6 +125,7 @@ class Catalog:
         self._approved: dict[tuple[str, str, int], tuple[frozenset[str], float]] = {}
         self._latest: dict[tuple[str, str], tuple[LoadedTemplate | None, float]] = {}
         self._versions: dict[tuple[str, str, int], LoadedTemplate] = {}
+        self._refused: dict[tuple[str, str, int], str] = {}  # versions failing today's checks
         self._brands: dict[tuple[str, str], tuple[Brand | None, float]] = {}
 
     async def put_brand(self, tenant_id: str, brand_id: str, body: dict[str, Any]) -> Brand:
@@ -245,16 +246,22 @@ class Catalog:
         key = (record.tenant_id, record.template_id, record.version)
         hit = self._versions.get(key)
         if hit is None:
-            try:
-                compiled = CompiledTemplate.build(TemplateSpec.model_validate(record.body))
-            except (TemplateCheckFailed, ValidationError) as exc:
-                # stored before a check it fails was added: refused, never a 500
-                log.warning("stored_template_refused", template=record.template_id, error=str(exc))
-                raise InvalidInput.field(
-                    ["template_id"],
-                    f"version {record.version} of {record.template_id!r} fails today's checks"
-                    f" ({exc}); store a new version",
-                ) from None
+            refused = self._refused.get(key)
+            if refused is None:
+                try:
+                    compiled = CompiledTemplate.build(TemplateSpec.model_validate(record.body))
+                except (TemplateCheckFailed, ValidationError) as exc:
+                    # stored before a check it fails was added: refused, never a 500; and
+                    # refused once (versions are immutable), not rebuilt and logged per send
+                    log.warning(
+                        "stored_template_refused", template=record.template_id, error=str(exc)
+                    )
+                    refused = self._refused[key] = (
+                        f"version {record.version} of {record.template_id!r} fails today's"
+                        f" checks ({exc}); store a new version"
+                    )
+            if refused is not None:
+                raise InvalidInput.field(["template_id"], refused)
             hit = LoadedTemplate(record, compiled)
             self._versions[key] = hit
         return hit

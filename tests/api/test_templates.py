@@ -361,10 +361,20 @@ async def test_huge_values_are_refused_or_bounded(gw: Gateway) -> None:
     assert (await gw.message(message_id))["reason"] == "render_error"
 
 
-async def test_a_stored_version_that_fails_todays_checks_is_refused_not_a_500(gw: Gateway) -> None:
+async def test_a_stored_version_that_fails_todays_checks_is_refused_not_a_500(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A version stored before a check it fails existed (here written straight into the
     store, as an older gateway could have): a send naming it is a 422 saying to store a new
-    version, the list leaves it out, and a new version sends again."""
+    version (built and refused once, not per send), the list leaves it out, and a new
+    version sends again."""
+    from gateway.usecases import catalog
+
+    builds: list[object] = []
+    real_build = catalog.CompiledTemplate.build
+    monkeypatch.setattr(
+        catalog.CompiledTemplate, "build", lambda spec: builds.append(spec) or real_build(spec)
+    )
     old = copy.deepcopy(FUND_TEMPLATE)
     old["card"]["body"] = "{{ name|join(name) }}"
     await gw.services.store.put_template(
@@ -382,6 +392,9 @@ async def test_a_stored_version_that_fails_todays_checks_is_refused_not_a_500(gw
     assert resp.status == 422
     problem = await resp.json()
     assert problem["errors"][0]["loc"] == ["template_id"] and "new version" in problem["detail"]
+    again = await gw.client.post("/v1/messages", json=body, headers=gw.auth())
+    assert again.status == 422 and await again.json() == problem
+    assert len(builds) == 1  # the review and both sends: one build, then the refusal kept
     listed = await (await gw.client.get("/v1/templates", headers=gw.auth())).json()
     assert "old_fund" not in [t["template_id"] for t in listed["items"]]
     resp = await gw.client.put("/v1/templates/old_fund", json=FUND_TEMPLATE, headers=gw.auth())
