@@ -97,9 +97,8 @@ def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
             return False
         embedded = [address.ipv4_mapped, address.sixtofour]
         value = int(address)
-        if value >> 32 == 0 or value >> 32 == 0xFFFF0000:  # ::a.b.c.d, ::ffff:0:a.b.c.d
-            embedded.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
-        if address in _NAT64:
+        # ::a.b.c.d, ::ffff:0:a.b.c.d and NAT64 carry it in the last 32 bits
+        if value >> 32 in (0, 0xFFFF0000) or address in _NAT64:
             embedded.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
         return all(v4 is None or is_public(v4) for v4 in embedded)
     return True
