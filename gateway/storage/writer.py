@@ -8,6 +8,11 @@ run on a dedicated thread; the jobs themselves run on the event loop, because
 each statement handed to another thread costs a GIL hand-off, which under load
 is a wait of up to the interpreter's switch interval (5 ms) per statement.
 
+A job that is one long statement (a bulk import's write of tens of thousands of rows)
+may ask to run on that thread too (``off_loop=True``): SQLite runs the whole statement
+without the GIL, so the loop goes on meanwhile. It must be one statement, or a few:
+each statement's end waits for the GIL again.
+
 Auto-checkpoints are off: a passive checkpoint runs on this same connection
 between commits about once a second, so there is never a second writer (SQLite
 3.40 has the WAL-reset bug that two concurrent writers can trigger).
@@ -48,7 +53,7 @@ class SqliteWriter:
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         # 16 MiB of page cache: the recipients' index of a million-row import stays in memory
         self._conn.execute("PRAGMA cache_size=-16384")
-        self._pending: list[tuple[Job, asyncio.Future[Any], bool]] = []
+        self._pending: list[tuple[Job, asyncio.Future[Any], bool | None]] = []
         self._wake = asyncio.Event()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
         self._task: asyncio.Task[None] | None = None
@@ -65,17 +70,25 @@ class SqliteWriter:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._flusher(), name="sqlite-writer")
 
-    async def run(self, job: Callable[[sqlite3.Connection], T], *, savepoint: bool = True) -> T:
+    async def run(
+        self,
+        job: Callable[[sqlite3.Connection], T],
+        *,
+        savepoint: bool = True,
+        off_loop: bool = False,
+    ) -> T:
         """Runs ``job`` in the next group commit; answers its result once durable.
 
         A job runs in a savepoint of its own, so that if it raises, its writes
         are undone and the rest of the batch commits; ``savepoint=False`` saves
-        that cost for jobs that cannot fail halfway.
+        that cost for jobs that cannot fail halfway. ``off_loop=True`` runs a job
+        of one long statement on the writer's thread (it implies ``savepoint=False``:
+        a statement that fails is undone by SQLite whole).
         """
         if self._closed:
             raise RuntimeError("writer is closed")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((job, fut, savepoint))
+        self._pending.append((job, fut, None if off_loop else savepoint))
         self._wake.set()
         return await fut
 
@@ -95,7 +108,9 @@ class SqliteWriter:
                 await loop.run_in_executor(self._thread, self._checkpoint)
 
     async def _commit_batch(
-        self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Job, asyncio.Future[Any], bool]]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[Job, asyncio.Future[Any], bool | None]],
     ) -> None:
         conn = self._conn
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
@@ -111,9 +126,14 @@ class SqliteWriter:
                 continue
             if not savepoint:
                 try:
-                    results.append((fut, job(conn), None))
+                    if savepoint is None:  # off the loop: the statement runs without the GIL
+                        result = await loop.run_in_executor(self._thread, job, conn)
+                    else:
+                        result = job(conn)
                 except Exception as exc:
                     results.append((fut, None, exc))
+                else:
+                    results.append((fut, result, None))
                 continue
             conn.execute("SAVEPOINT job")
             try:

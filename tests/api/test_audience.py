@@ -95,25 +95,42 @@ async def test_reimport_updates_known_numbers_and_creates_new_ones(gw: Gateway) 
         assert got["tags"] == tags, phone
 
 
+@pytest.mark.parametrize("off_loop", [False, True], ids=["on-loop", "off-loop"])
 async def test_an_import_over_many_writes_counts_every_row_once(
-    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch, off_loop: bool
 ) -> None:
-    """Writes of a few rows (one written while the next is read): every row counted once,
-    line numbers right across writes, and a number met again in a later write updated."""
+    """Writes of a few rows (one written while the next is read), on the event loop or
+    off it as a large import's are: every row counted once, line numbers right across
+    writes, a number met again in the same or a later write updated (the last row wins),
+    and attributes kept with their types."""
+    import gateway.storage.audience as store_audience
     import gateway.usecases.audience as audience
 
-    monkeypatch.setattr(audience, "IMPORT_BATCH", 3)
+    monkeypatch.setattr(audience, "IMPORT_BATCH", 4)
+    monkeypatch.setattr(store_audience, "OFF_LOOP_ROWS", 1 if off_loop else 10**9)
     lines = [json.dumps({"phone": f"1380000{i:04d}", "tags": [f"t{i}"]}) for i in range(10)]
     lines[4] = '{"phone": "nope"}'
+    lines[6] = json.dumps({"phone": "13800000005", "tags": ["again"]})  # the same write
     lines.append(json.dumps({"phone": "13800000001", "tags": ["last"]}))  # a later write
+    lines.append(
+        json.dumps(
+            {"phone": "13800000002", "attrs": {"n": 1.5, "ok": True, "城市": "太原", "l": [1]}},
+            ensure_ascii=False,
+        )
+    )
     status, out = await _import(gw, "\n".join(lines).encode(), "application/x-ndjson")
     assert status == 200
-    assert (out["created"], out["updated"]) == (9, 1)
+    assert (out["created"], out["updated"]) == (8, 3)
     assert [r["line"] for r in out["rejected"]] == [5]
     got = await (await gw.client.get("/v1/recipients/13800000001", headers=gw.auth())).json()
     assert got["tags"] == ["last"]
+    got = await (await gw.client.get("/v1/recipients/13800000005", headers=gw.auth())).json()
+    assert got["tags"] == ["again"]
     got = await (await gw.client.get("/v1/recipients/13800000009", headers=gw.auth())).json()
     assert got["tags"] == ["t9"]
+    got = await (await gw.client.get("/v1/recipients/13800000002", headers=gw.auth())).json()
+    assert got["attrs"] == {"n": 1.5, "ok": True, "城市": "太原", "l": [1]}
+    assert got["tags"] == [] and got["timezone"] == "Asia/Shanghai"
 
 
 async def test_csv_import_utf8_bom_and_types(gw: Gateway) -> None:
