@@ -142,7 +142,7 @@ class SqliteAudience:
                 conn.execute(_UPSERT, params)
             return created, count - created
 
-        return await self._store.writer.run(job, savepoint=False, off_loop=count >= OFF_LOOP_ROWS)
+        return await self._store.writer.run(job, off_loop=count >= OFF_LOOP_ROWS)
 
     async def get_recipient(self, tenant_id: str, phone: str) -> Recipient | None:
         row = await self._store._one(

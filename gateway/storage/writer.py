@@ -8,10 +8,11 @@ run on a dedicated thread; the jobs themselves run on the event loop, because
 each statement handed to another thread costs a GIL hand-off, which under load
 is a wait of up to the interpreter's switch interval (5 ms) per statement.
 
-A job that is one long statement (a bulk import's write of tens of thousands of rows)
-may ask to run on that thread too (``off_loop=True``): SQLite runs the whole statement
-without the GIL, so the loop goes on meanwhile. It must be one statement, or a few:
-each statement's end waits for the GIL again.
+A job of a few long statements (a bulk import's write of tens of thousands of rows)
+may ask to run on that thread too (``off_loop=True``): SQLite runs each statement
+without the GIL, so the loop goes on meanwhile. Each statement's end waits for the
+GIL again, up to the interpreter's switch interval (5 ms) while the loop is busy, so
+such a job must be a few statements over many rows, never a statement a row.
 
 Auto-checkpoints are off: a passive checkpoint runs on this same connection
 between commits about once a second, so there is never a second writer (SQLite
@@ -45,6 +46,22 @@ def connect(path: Path | str, synchronous: str = "FULL") -> sqlite3.Connection:
     return conn
 
 
+# A queued job: the job, its answer, whether in a savepoint, whether off the loop.
+_Entry = tuple[Job, "asyncio.Future[Any]", bool, bool]
+
+
+def _in_savepoint(conn: sqlite3.Connection, job: Job) -> Any:
+    conn.execute("SAVEPOINT job")
+    try:
+        result = job(conn)
+    except BaseException:
+        conn.execute("ROLLBACK TO job")
+        conn.execute("RELEASE job")
+        raise
+    conn.execute("RELEASE job")
+    return result
+
+
 class SqliteWriter:
     def __init__(
         self, path: Path | str, *, checkpoint_interval_s: float = 1.0, synchronous: str = "FULL"
@@ -53,7 +70,7 @@ class SqliteWriter:
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         # 16 MiB of page cache: the recipients' index of a million-row import stays in memory
         self._conn.execute("PRAGMA cache_size=-16384")
-        self._pending: list[tuple[Job, asyncio.Future[Any], bool | None]] = []
+        self._pending: list[_Entry] = []
         self._wake = asyncio.Event()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
         self._task: asyncio.Task[None] | None = None
@@ -81,14 +98,14 @@ class SqliteWriter:
 
         A job runs in a savepoint of its own, so that if it raises, its writes
         are undone and the rest of the batch commits; ``savepoint=False`` saves
-        that cost for jobs that cannot fail halfway. ``off_loop=True`` runs a job
-        of one long statement on the writer's thread (it implies ``savepoint=False``:
-        a statement that fails is undone by SQLite whole).
+        that cost for jobs that cannot fail halfway. ``off_loop=True`` runs the job
+        on the writer's thread: for a few long statements only (see the module's
+        docstring).
         """
         if self._closed:
             raise RuntimeError("writer is closed")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((job, fut, None if off_loop else savepoint))
+        self._pending.append((job, fut, savepoint, off_loop))
         self._wake.set()
         return await fut
 
@@ -107,43 +124,32 @@ class SqliteWriter:
                 self._last_checkpoint = time.monotonic()
                 await loop.run_in_executor(self._thread, self._checkpoint)
 
-    async def _commit_batch(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[Job, asyncio.Future[Any], bool | None]],
-    ) -> None:
+    async def _commit_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Entry]) -> None:
         conn = self._conn
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            for _, fut, _ in batch:
+            for _, fut, _, _ in batch:
                 if not fut.done():
                     fut.set_exception(exc)
             return
-        for job, fut, savepoint in batch:
+        for job, fut, savepoint, off_loop in batch:
             if fut.cancelled():
                 continue
-            if not savepoint:
-                try:
-                    if savepoint is None:  # off the loop: the statement runs without the GIL
-                        result = await loop.run_in_executor(self._thread, job, conn)
-                    else:
-                        result = job(conn)
-                except Exception as exc:
-                    results.append((fut, None, exc))
-                else:
-                    results.append((fut, result, None))
-                continue
-            conn.execute("SAVEPOINT job")
             try:
-                result = job(conn)
+                if off_loop:  # its statements run without the GIL while the loop goes on
+                    if savepoint:
+                        result = await loop.run_in_executor(self._thread, _in_savepoint, conn, job)
+                    else:
+                        result = await loop.run_in_executor(self._thread, job, conn)
+                elif savepoint:
+                    result = _in_savepoint(conn, job)
+                else:
+                    result = job(conn)
             except Exception as exc:
-                conn.execute("ROLLBACK TO job")
-                conn.execute("RELEASE job")
                 results.append((fut, None, exc))
             else:
-                conn.execute("RELEASE job")
                 results.append((fut, result, None))
         try:
             await loop.run_in_executor(self._thread, conn.execute, "COMMIT")
