@@ -110,7 +110,7 @@ async def test_an_import_over_many_writes_counts_every_row_once(
     monkeypatch.setattr(store_audience, "OFF_LOOP_ROWS", 1 if off_loop else 10**9)
     lines = [json.dumps({"phone": f"1380000{i:04d}", "tags": [f"t{i}"]}) for i in range(10)]
     lines[4] = '{"phone": "nope"}'
-    lines[6] = json.dumps({"phone": "13800000005", "tags": ["again"]})  # the same write
+    lines[8] = json.dumps({"phone": "13800000005", "tags": ["again"]})  # the same write
     lines.append(json.dumps({"phone": "13800000001", "tags": ["last"]}))  # a later write
     lines.append(
         json.dumps(
