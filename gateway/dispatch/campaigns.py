@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from cards.variables import check_variables
@@ -17,6 +18,7 @@ from gateway.dispatch.worker import PollingWorker
 from gateway.domain.messages import Link, NewMessage, Rendered, Status
 from gateway.domain.routing import preference
 from gateway.domain.segments import parse_rule
+from gateway.errors import InvalidInput
 from gateway.ids import new_id
 from gateway.logging import get_logger
 from gateway.storage.audience import CampaignRow, Recipient, SqliteAudience
@@ -25,6 +27,17 @@ from gateway.usecases.catalog import Catalog, LoadedTemplate
 from gateway.usecases.sending import render_for_send
 
 log = get_logger("gateway.campaigns")
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A variant's stored version that fails today's checks, and why."""
+
+    template_id: str
+    version: int
+    body: dict[str, Any]
+    detail: str
+
 BATCH = 1000
 DEFAULT_TZ = "Asia/Shanghai"
 
@@ -103,16 +116,19 @@ class CampaignRunner(PollingWorker):
     async def _fan_out_batch(self, c: CampaignRow) -> bool:
         recipients, done = await self._recipients(c)
         now = self._clock.now()
-        templates: dict[str, LoadedTemplate | None] = {}
+        templates: dict[str, LoadedTemplate | Refused | None] = {}
         messages = []
         for r in recipients:
             template_id = choose_variant(c.campaign_id, r.phone, c.body["variants"])
             if template_id not in templates:
-                templates[template_id] = await self._catalog.template(c.tenant_id, template_id)
+                templates[template_id] = await self._variant(c, template_id)
             loaded = templates[template_id]
             if loaded is None:
                 continue
-            messages.append(await self._message(c, r, loaded, now))
+            if isinstance(loaded, Refused):
+                messages.append(self._refused_message(c, r, loaded, now))
+            else:
+                messages.append(await self._message(c, r, loaded, now))
         cursor = recipients[-1].phone if recipients else c.cursor
         new = await self._audience.fan_out(c.campaign_id, messages, cursor, done, now)
         if new is None:
@@ -120,6 +136,46 @@ class CampaignRunner(PollingWorker):
         if new:
             self._on_messages(new)
         return (bool(recipients) and not done) or bool(new)
+
+    async def _variant(self, c: CampaignRow, template_id: str) -> LoadedTemplate | Refused | None:
+        """The variant's version the campaign was made with (the latest for a campaign made
+        before versions were kept), or why it cannot be rendered: stored before a check it
+        fails was added. Its recipients then get failed messages, so the campaign still
+        completes, instead of the campaign failing every round for ever."""
+        version = next(
+            (v.get("version") for v in c.body["variants"] if v["template_id"] == template_id),
+            None,
+        )
+        try:
+            return await self._catalog.template(c.tenant_id, template_id, version)
+        except InvalidInput as exc:
+            record = await self._catalog.record(c.tenant_id, template_id, version)
+            if record is None:
+                raise
+            log.error("campaign_variant_refused", campaign_id=c.campaign_id, error=exc.detail)
+            return Refused(record.template_id, record.version, record.body, exc.detail)
+
+    def _refused_message(
+        self, c: CampaignRow, r: Recipient, refused: Refused, now: float
+    ) -> NewMessage:
+        category = refused.body.get("category")
+        due = max(now, c.start_at)
+        return NewMessage(
+            id=new_id(int(now * 1000)),
+            tenant_id=c.tenant_id,
+            to=r.phone,
+            category=category if category in ("marketing", "transactional") else "marketing",
+            template_id=refused.template_id,
+            template_version=refused.version,
+            rendered=Rendered("", None, str(refused.body.get("kind")), {}, error=refused.detail),
+            created_at=now,
+            due_at=due,
+            expires_at=due + int(c.body["ttl_seconds"]),
+            campaign_id=c.campaign_id,
+            status=Status.FAILED,
+            reason="render_error",
+            timezone=r.timezone,
+        )
 
     async def _message(
         self, c: CampaignRow, r: Recipient, loaded: LoadedTemplate, now: float

@@ -140,6 +140,7 @@ class Campaigns:
             stored_audience = {"recipients": sorted(phones)}
         seen_variables: set[str] = set()
         seen_templates: set[str] = set()
+        versions: dict[str, int] = {}
         for i, v in enumerate(spec.variants):
             if v.template_id in seen_templates:  # their stats would merge into one variant
                 problems.append(FieldError(("variants", i, "template_id"), "named twice"))
@@ -149,6 +150,7 @@ class Campaigns:
             if loaded is None:
                 problems.append(FieldError(("variants", i, "template_id"), "no such template"))
                 continue
+            versions[v.template_id] = loaded.record.version
             # What the campaign gives must suit every variant that declares it (what it
             # leaves out may still come from each recipient's attributes).
             given = {n: s for n, s in loaded.spec.variables.items() if n in spec.variables}
@@ -166,6 +168,11 @@ class Campaigns:
         campaign_id = new_id(int(now * 1000))
         state = "scheduled" if start_at > now else "running"
         body_out = spec.model_dump(mode="json") | {"audience": stored_audience}
+        # Each variant is the version it was when the campaign was made (the one its
+        # vendors reviewed): a template stored again meanwhile is for later campaigns.
+        body_out["variants"] = [
+            v | {"version": versions[v["template_id"]]} for v in body_out["variants"]
+        ]
         idempotency = (
             IdempotencyRecord(tenant_id, idempotency_key, body_hash, campaign_id, now)
             if idempotency_key is not None

@@ -188,6 +188,13 @@ class Catalog:
         self._latest[(tenant_id, template_id)] = (loaded, now + self._ttl_s)
         return loaded
 
+    async def record(
+        self, tenant_id: str, template_id: str, version: int | None = None
+    ) -> TemplateRecord | None:
+        """A stored version (the latest by default) as it was stored, whether or not it
+        passes today's checks."""
+        return await self._store.get_template(tenant_id, template_id, version)
+
     def _reviews_needed(self, compiled: CompiledTemplate, brand: Brand) -> dict[str, str | None]:
         """Each vendor that could show this card reviews it; the others are not applicable."""
         if compiled.card is None:

@@ -9,6 +9,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from gateway.app import create_app
 from gateway.domain.messages import Status
 from gateway.keys import SERVICES
@@ -454,3 +456,74 @@ async def test_a_campaign_posted_again_with_its_idempotency_key_is_made_once(gw:
     assert (await gw.client.post("/v1/messages", json=send, headers=gw.auth() | used)).status == 202
     crossed = await gw.client.post("/v1/campaigns", json=send, headers=gw.auth() | used)
     assert crossed.status == 409
+
+
+async def _campaign_messages(gw: Gateway, campaign_id: str) -> list[Any]:
+    logs = await _get(gw, f"/v1/logs?campaign_id={campaign_id}&limit=100")
+    return [await gw.message(item["message_id"]) for item in logs["items"]]
+
+
+async def test_a_campaign_sends_the_version_it_was_made_with(gw: Gateway) -> None:
+    """A template stored again after the campaign was made (a version its vendors have not
+    reviewed) is for later campaigns: this one's messages keep the version it was made with."""
+    await _recipients(gw, 3)
+    campaign_id = await _campaign(gw)
+    newer = copy.deepcopy(FUND_TEMPLATE)
+    newer["fallback_text"] = "第二版 {{ name }}"
+    resp = await gw.client.put("/v1/templates/fund_due", json=newer, headers=gw.auth())
+    assert (await resp.json())["version"] == 2
+    await _run(gw)
+    messages = await _campaign_messages(gw, campaign_id)
+    assert len(messages) == 3
+    assert {m["template_version"] for m in messages} == {1}
+    assert not any("第二版" in m["rendered"]["text"] for m in messages)
+    later = await _campaign(gw, audience={"recipients": ["13800000001"]})
+    await _run(gw)
+    [message] = await _campaign_messages(gw, later)
+    assert message["template_version"] == 2 and "第二版" in message["rendered"]["text"]
+
+
+async def test_a_variant_that_fails_todays_checks_fails_its_messages_and_the_campaign_ends(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A variant's version that fails a check added after the campaign was made (as after an
+    upgrade and a restart): its recipients get failed messages (render_error, saying why),
+    the other variant's are sent, and the campaign completes instead of failing every
+    round for ever."""
+    from cards.compiled import CompiledTemplate, TemplateCheckFailed
+    from gateway.usecases import catalog
+
+    b = copy.deepcopy(FUND_TEMPLATE)
+    b["fallback_text"] = "B版 {{ name }} {{ amount }}"
+    await gw.client.put("/v1/templates/fund_due_b", json=b, headers=gw.auth())
+    await _recipients(gw, 40)
+    campaign_id = await _campaign(
+        gw,
+        variants=[
+            {"template_id": "fund_due", "weight": 1},
+            {"template_id": "fund_due_b", "weight": 1},
+        ],
+    )
+    real_build = CompiledTemplate.build
+
+    def stricter(spec: Any) -> CompiledTemplate:
+        if "B版" in spec.fallback_text:
+            raise TemplateCheckFailed([(("fallback_text",), "a check added since")])
+        return real_build(spec)
+
+    monkeypatch.setattr(catalog.CompiledTemplate, "build", stricter)
+    gw.services.catalog._versions.clear()  # a restart: nothing built yet
+    gw.services.catalog._latest.clear()
+    await _run(gw)
+    await _run(gw)
+    view = await _get(gw, f"/v1/campaigns/{campaign_id}")
+    assert view["state"] == "completed"
+    counts = _nonzero(view["counts"])
+    assert counts["failed"] > 0 and counts["submitted"] > 0
+    assert counts["failed"] + counts["submitted"] == 40
+    stats = await _get(gw, f"/v1/campaigns/{campaign_id}/stats")
+    assert stats["variants"]["fund_due_b"]["failed"] == counts["failed"]
+    assert stats["variants"]["fund_due"]["failed"] == 0
+    failed = [m for m in await _campaign_messages(gw, campaign_id) if m["status"] == "failed"]
+    assert {m["reason"] for m in failed} == {"render_error"}
+    assert "fails today's checks" in failed[0]["rendered"]["error"]
