@@ -82,9 +82,13 @@ async def get_settings(request: web.Request) -> web.Response:
 async def put_settings(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     tenant = request[PRINCIPAL].tenant_id
-    out = await _audience(request).put_settings(tenant, await json_body(request))
+    body = await json_body(request)
+    out = await _audience(request).put_settings(tenant, body)
     if services.dispatcher.policy is not None:
         services.dispatcher.policy.forget(tenant)
+    # messages deferred under the old quiet hours are judged again under the new ones
+    if "quiet_hours" in body and await _audience(request).wake_deferred(tenant):
+        services.dispatcher.wake()
     return respond(out)
 
 

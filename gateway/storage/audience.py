@@ -16,7 +16,13 @@ import orjson
 
 from gateway.domain.messages import IdempotencyRecord, NewMessage
 from gateway.domain.segments import Rule, to_sql
-from gateway.storage.sqlite import SqliteStore, claim_idempotency, dumps, insert_message
+from gateway.storage.sqlite import (
+    PARKED,
+    SqliteStore,
+    claim_idempotency,
+    dumps,
+    insert_message,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +98,6 @@ _CAMPAIGN_COLUMNS = (
     "campaign_id, tenant_id, name, body, state, cursor, targeted, fanned_out, start_at,"
     " created_at, updated_at"
 )
-PARKED = 1e10  # added to a paused campaign's queue entries, taken off again on resume
 
 
 def _campaign(row: Any) -> CampaignRow:
@@ -350,6 +355,14 @@ class SqliteAudience:
                     (campaign_id,),
                 )
             elif current == "paused" and state in ("running", "scheduled"):  # resumed
+                # deferred ones are judged again now: the tenant's quiet hours may have
+                # changed while they were parked; the others keep their due times
+                conn.execute(
+                    f"UPDATE dispatch_queue SET due_at = min(due_at - {PARKED}, ?)"
+                    f" WHERE due_at >= {PARKED} AND message_id IN"
+                    f" ({queued} AND m.status = 'deferred')",
+                    (now, campaign_id),
+                )
                 conn.execute(
                     f"UPDATE dispatch_queue SET due_at = due_at - {PARKED}"
                     f" WHERE due_at >= {PARKED} AND message_id IN ({queued})",

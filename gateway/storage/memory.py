@@ -110,6 +110,20 @@ class MemoryStore:
     async def put_settings(self, tenant_id: str, settings: dict[str, Any]) -> None:
         self.settings[tenant_id] = copy.deepcopy(settings)
 
+    async def wake_deferred(self, tenant_id: str, now: float) -> int:
+        woken = 0
+        for mid, q in self.queue.items():
+            m = self.messages[mid]
+            if (
+                m.new.tenant_id == tenant_id
+                and m.status == Status.DEFERRED
+                and q.due_at > now
+                and q.lease_until <= now
+            ):
+                q.due_at = now
+                woken += 1
+        return woken
+
     async def find_key(self, key_hash: str) -> tuple[str, str] | None:
         return self.keys.get(key_hash)
 

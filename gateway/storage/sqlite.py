@@ -52,6 +52,7 @@ from gateway.storage.schema import migrate
 from gateway.storage.writer import SqliteWriter, connect
 
 log = get_logger("gateway.storage")
+PARKED = 1e10  # added to a paused campaign's queue entries, taken off again on resume
 
 
 def dumps(value: Any) -> str:
@@ -177,6 +178,22 @@ class SqliteStore:
             lambda conn: conn.execute(
                 "UPDATE tenants SET settings = ? WHERE tenant_id = ?", (text, tenant_id)
             )
+        )
+
+    async def wake_deferred(self, tenant_id: str, now: float) -> int:
+        """Deferred messages waiting for a later opening are due now, to be judged again by
+        the send policy (a paused campaign's, parked far ahead, stay parked). The queue is
+        read by due time, not the tenant's every message."""
+        return await self.writer.run(
+            lambda conn: conn.execute(
+                "UPDATE dispatch_queue SET due_at = ?1 WHERE message_id IN"
+                " (SELECT q.message_id FROM dispatch_queue q"
+                " JOIN messages m ON m.message_id = q.message_id"
+                " WHERE q.due_at > ?1 AND q.due_at < ?2 AND q.lease_until <= ?1"
+                " AND m.tenant_id = ?3 AND m.status = 'deferred')",
+                (now, PARKED, tenant_id),
+            ).rowcount,
+            off_loop=True,
         )
 
     async def find_key(self, key_hash: str) -> tuple[str, str] | None:

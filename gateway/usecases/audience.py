@@ -365,6 +365,11 @@ class Audience:
         await self._store.put_settings(tenant_id, stored)
         return DEFAULT_SETTINGS | stored
 
+    async def wake_deferred(self, tenant_id: str) -> int:
+        """The tenant's deferred messages go back to the send policy now (its quiet hours
+        changed: an opening may have moved earlier); answers how many."""
+        return await self._store.wake_deferred(tenant_id, self._clock.now())
+
 
 _FIELDS = frozenset({"tags", "attrs", "timezone"})
 _NAMES_KNOWN_GOOD: set[str] = set()  # attribute names already checked, at most 10,000

@@ -173,6 +173,43 @@ async def test_quiet_hours_hold_marketing_but_not_transactional(gw: Gateway) -> 
     assert (await gw.message(marketing))["status"] == "submitted"
 
 
+async def test_quiet_hours_changed_judge_deferred_messages_again(gw: Gateway) -> None:
+    """Messages deferred by quiet hours go at once when the tenant turns them off, and
+    wait for the new opening when it moves them; a campaign's own window still holds its
+    messages, and a paused campaign's stay parked."""
+    gw.clock.set(at("2026-11-23 23:00"))
+    await gw.client.put(
+        "/v1/settings", json={"quiet_hours": {"start": "21:00", "end": "08:00"}}, headers=gw.auth()
+    )
+    await _recipients(gw, 2)
+    windowed = await _campaign(
+        gw, audience={"recipients": ["13800000000"]}, window={"start": "09:00", "end": "20:00"}
+    )
+    paused = await _campaign(gw, audience={"recipients": ["13800000001"]})
+    single = await gw.send()
+    await _run(gw)
+    assert (await gw.message(single))["status"] == "deferred"
+    resp = await gw.client.post(f"/v1/campaigns/{paused}/pause", headers=gw.auth())
+    assert resp.status == 200
+    await gw.client.put(
+        "/v1/settings", json={"quiet_hours": {"start": "22:00", "end": "07:00"}}, headers=gw.auth()
+    )
+    await _run(gw)
+    m = await gw.message(single)
+    assert m["status"] == "deferred"
+    assert m["events"][-1]["until"] == "2026-11-23T23:00:00.000+00:00"  # 07:00 in Shanghai
+    await gw.client.put("/v1/settings", json={"quiet_hours": None}, headers=gw.auth())
+    await _run(gw)
+    assert (await gw.message(single))["status"] == "submitted"
+    view = await _get(gw, f"/v1/campaigns/{windowed}")
+    assert _nonzero(view["counts"]) == {"deferred": 1}  # its own window opens at 09:00
+    view = await _get(gw, f"/v1/campaigns/{paused}")
+    assert view["state"] == "paused" and _nonzero(view["counts"]) == {"deferred": 1}
+    await gw.client.post(f"/v1/campaigns/{paused}/resume", headers=gw.auth())
+    await _run(gw)
+    assert _nonzero((await _get(gw, f"/v1/campaigns/{paused}"))["counts"]) == {"submitted": 1}
+
+
 async def test_deferred_message_expires_when_ttl_runs_out_first(gw: Gateway) -> None:
     """A message whose TTL ends before its window opens is expired, not sent late."""
     gw.clock.set(at("2026-11-23 22:00"))

@@ -361,3 +361,24 @@ async def test_the_database_is_readable_by_its_owner_only(db: Store) -> None:
     for suffix in ("", "-wal", "-shm"):
         path = db.path.with_name(db.path.name + suffix)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+async def test_waking_deferred_messages_makes_only_the_tenants_deferred_ones_due(
+    db: Store,
+) -> None:
+    """A tenant's deferred messages are due again at once; another tenant's, and a message
+    merely queued for later, keep their due times."""
+    from gateway.domain.messages import Deferred
+
+    mine, theirs, later = message(), message("t2"), message(due=NOW + 500)
+    for m in (mine, theirs, later):
+        await db.accept(m)
+    claimed = await db.claim_due(NOW, 10, NOW + 60)
+    assert {q.id for q in claimed} == {mine.id, theirs.id}
+    await db.record_outcomes([Deferred(q.id, NOW + 3600, NOW) for q in claimed])
+    assert await db.claim_due(NOW + 1, 10, NOW + 61) == []
+    assert await db.wake_deferred("t1", NOW + 1) == 1
+    assert [q.id for q in await db.claim_due(NOW + 1, 10, NOW + 61)] == [mine.id]
+    assert await db.wake_deferred("t1", NOW + 1) == 0  # leased now: left alone
+    # the later one still waits for its time, the other tenant's for its opening
+    assert [q.id for q in await db.claim_due(NOW + 400, 10, NOW + 460)] == [mine.id]
