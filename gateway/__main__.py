@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -21,7 +23,8 @@ from gateway.demo_media import serve_demo_media
 from gateway.eventloop import new_event_loop
 from gateway.logging import configure_logging
 from gateway.settings import Settings
-from gateway.usecases.tenants import create_tenant
+from gateway.storage.base import Store
+from gateway.usecases.tenants import ROLES, add_key, create_tenant, revoke_key
 
 
 def _start_mock_providers(settings: Settings) -> subprocess.Popen[bytes]:
@@ -95,15 +98,29 @@ def serve(args: argparse.Namespace) -> None:
                 child.kill()
 
 
-async def _tenant_create(tenant_id: str) -> dict[str, str]:
+async def _with_store(action: Callable[[Store], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """Runs one tenant or key command against the configured database."""
     settings = Settings()
     ensure_var_dir(settings)
     store = build_store(settings)
     await store.open()
     try:
-        return await create_tenant(store, SystemClock(), tenant_id)
+        return await action(store)
     finally:
         await store.close()
+
+
+def _admin(action: Callable[[Store], Awaitable[dict[str, Any]]]) -> None:
+    """Prints the command's JSON answer, or its error as JSON on stderr with exit status 1."""
+    configure_logging("warning")
+    from gateway.errors import GatewayError
+
+    try:
+        out = asyncio.run(_with_store(action))
+    except GatewayError as exc:
+        print(json.dumps({"error": exc.detail}), file=sys.stderr)
+        raise SystemExit(1) from None
+    print(json.dumps(out))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,20 +141,27 @@ def main(argv: list[str] | None = None) -> None:
     tenant_sub = p_tenant.add_subparsers(dest="tenant_command", required=True)
     p_create = tenant_sub.add_parser("create", help="create a tenant and print its keys")
     p_create.add_argument("tenant_id")
+    p_key = sub.add_parser("key", help="rotate API keys: add a new one, revoke an old one")
+    key_sub = p_key.add_subparsers(dest="key_command", required=True)
+    p_add = key_sub.add_parser("add", help="add a key to a tenant and print it")
+    p_add.add_argument("tenant_id")
+    p_add.add_argument("role", choices=ROLES)
+    p_revoke = key_sub.add_parser(
+        "revoke", help="revoke a key (read from standard input if not given)"
+    )
+    p_revoke.add_argument("key", nargs="?")
     args = parser.parse_args(argv)
 
     if args.command == "serve":
         serve(args)
-    elif args.command == "tenant" and args.tenant_command == "create":
-        configure_logging("warning")
-        from gateway.errors import GatewayError
-
-        try:
-            keys = asyncio.run(_tenant_create(args.tenant_id))
-        except GatewayError as exc:
-            print(json.dumps({"error": exc.detail}), file=sys.stderr)
-            raise SystemExit(1) from None
-        print(json.dumps(keys))
+    elif args.command == "tenant":
+        _admin(lambda store: create_tenant(store, SystemClock(), args.tenant_id))
+    elif args.command == "key" and args.key_command == "add":
+        _admin(lambda store: add_key(store, SystemClock(), args.tenant_id, args.role))
+    elif args.command == "key":
+        # from standard input by default, so the key stays out of the shell's history
+        key = args.key if args.key is not None else sys.stdin.readline()
+        _admin(lambda store: revoke_key(store, key))
 
 
 if __name__ == "__main__":

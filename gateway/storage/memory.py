@@ -127,6 +127,12 @@ class MemoryStore:
     async def find_key(self, key_hash: str) -> tuple[str, str] | None:
         return self.keys.get(key_hash)
 
+    async def tenant_exists(self, tenant_id: str) -> bool:
+        return tenant_id in self.tenants
+
+    async def revoke_key(self, key_hash: str) -> tuple[str, str] | None:
+        return self.keys.pop(key_hash, None)
+
     async def sign_out(self, session_hash: str, until: float, now: float) -> None:
         for stale in [h for h, t in self.signouts.items() if t < now]:
             del self.signouts[stale]

@@ -202,6 +202,19 @@ class SqliteStore:
         )
         return (row[0], row[1]) if row else None
 
+    async def tenant_exists(self, tenant_id: str) -> bool:
+        row = await self._one("SELECT 1 FROM tenants WHERE tenant_id = ?", (tenant_id,))
+        return row is not None
+
+    async def revoke_key(self, key_hash: str) -> tuple[str, str] | None:
+        def job(conn: sqlite3.Connection) -> tuple[str, str] | None:
+            rows = conn.execute(
+                "DELETE FROM api_keys WHERE key_hash = ? RETURNING tenant_id, role", (key_hash,)
+            ).fetchall()
+            return (rows[0][0], rows[0][1]) if rows else None
+
+        return await self.writer.run(job)
+
     async def sign_out(self, session_hash: str, until: float, now: float) -> None:
         def job(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM console_signouts WHERE until < ?", (now,))

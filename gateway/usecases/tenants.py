@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from gateway.clock import Clock
-from gateway.errors import Conflict, Forbidden, InvalidInput, Unauthenticated
+from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from gateway.storage.base import DuplicateTenant, Store
 
 ROLES = ("campaign", "ops")
@@ -36,6 +36,27 @@ async def create_tenant(store: Store, clock: Clock, tenant_id: str) -> dict[str,
     except DuplicateTenant:
         raise Conflict(f"tenant {tenant_id!r} exists already") from None
     return {"tenant_id": tenant_id, "campaign_key": keys["campaign"], "ops_key": keys["ops"]}
+
+
+async def add_key(store: Store, clock: Clock, tenant_id: str, role: str) -> dict[str, str]:
+    """A new key for a tenant (to rotate one: add the new key, move the clients, revoke the
+    old one). Shown once, as ``create_tenant`` shows its keys."""
+    if role not in ROLES:
+        raise InvalidInput.field(["role"], f"one of {', '.join(ROLES)}")
+    if not await store.tenant_exists(tenant_id):
+        raise NotFound(f"no tenant {tenant_id!r}")
+    key = new_key(role)
+    await store.add_keys(tenant_id, [(hash_key(key), role)], clock.now())
+    return {"tenant_id": tenant_id, "role": role, "key": key}
+
+
+async def revoke_key(store: Store, key: str) -> dict[str, str | bool]:
+    """The key stops working: at once for the console, within the authenticator's cache
+    time (``Authenticator.ttl_s``) for the API of a gateway already running."""
+    found = await store.revoke_key(hash_key(key.strip()))
+    if found is None:
+        raise NotFound("no such key (it may have been revoked already)")
+    return {"tenant_id": found[0], "role": found[1], "revoked": True}
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,3 +150,62 @@ def test_tenant_create_cli(tmp_path: Path) -> None:
         [*cmd[:-1], "Bad Id!"], env=env, capture_output=True, text=True, timeout=60
     )
     assert bad.returncode != 0
+
+
+def test_key_rotation_cli(tmp_path: Path) -> None:
+    """``key add`` prints a new key for a tenant (a role it has, an existing tenant only);
+    ``key revoke`` (the key on standard input) removes it, once."""
+    env = dict(
+        os.environ,
+        GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path / 'g.db'}",
+        GATEWAY_VAR_DIR=str(tmp_path),
+    )
+
+    def gateway(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", *args],
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    first = json.loads(gateway("tenant", "create", "bank_x").stdout)
+    added = gateway("key", "add", "bank_x", "campaign")
+    assert added.returncode == 0, added.stderr
+    new = json.loads(added.stdout)
+    assert new["tenant_id"] == "bank_x" and new["role"] == "campaign"
+    assert new["key"].startswith("gw_campaign_") and new["key"] != first["campaign_key"]
+    conn = sqlite3.connect(tmp_path / "g.db")
+    assert conn.execute("SELECT count(*) FROM api_keys").fetchone() == (3,)
+    conn.close()
+    revoked = gateway("key", "revoke", stdin=first["campaign_key"] + "\n")
+    assert revoked.returncode == 0, revoked.stderr
+    assert json.loads(revoked.stdout) == {"tenant_id": "bank_x", "role": "campaign", "revoked": True}
+    again = gateway("key", "revoke", first["campaign_key"])
+    assert again.returncode == 1 and "no such key" in again.stderr
+    nobody = gateway("key", "add", "bank_y", "ops")
+    assert nobody.returncode == 1 and "no tenant" in nobody.stderr
+    assert gateway("key", "add", "bank_x", "admin").returncode != 0
+
+
+async def test_a_revoked_key_is_refused(gw: Gateway) -> None:
+    """A revoked key is a 401 once the authenticator's short cache has let it go, and its
+    console session ends at once; the tenant's other keys go on working."""
+    from gateway.usecases.tenants import revoke_key
+
+    keys = gw.keys["bank_a"]
+    assert (await gw.client.get("/v1/settings", headers=gw.auth())).status == 200
+    await revoke_key(gw.services.store, keys["campaign_key"])
+    gw.services.auth._cache.clear()  # as its 30 s cache time running out would
+    assert (await gw.client.get("/v1/settings", headers=gw.auth())).status == 401
+    assert (await gw.client.get("/v1/logs", headers=gw.auth(role="ops"))).status == 200
+    signed_in = await gw.client.post(
+        "/console/login", data={"key": keys["ops_key"]}, allow_redirects=False
+    )
+    assert signed_in.status == 303
+    assert (await gw.client.get("/console/logs", allow_redirects=False)).status == 200
+    await revoke_key(gw.services.store, keys["ops_key"])
+    ended = await gw.client.get("/console/logs", allow_redirects=False)
+    assert ended.status == 303 and ended.headers["Location"] == "/console"

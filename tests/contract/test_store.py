@@ -382,3 +382,14 @@ async def test_waking_deferred_messages_makes_only_the_tenants_deferred_ones_due
     assert await db.wake_deferred("t1", NOW + 1) == 0  # leased now: left alone
     # the later one still waits for its time, the other tenant's for its opening
     assert [q.id for q in await db.claim_due(NOW + 400, 10, NOW + 460)] == [mine.id]
+
+
+async def test_a_revoked_key_resolves_to_nothing(db: Store) -> None:
+    """Revoking answers whose key it was, once; the tenant's other keys stay."""
+    assert await db.tenant_exists("t1") and not await db.tenant_exists("t9")
+    await db.add_keys("t1", [("h4", "campaign")], NOW)
+    assert await db.revoke_key("h1") == ("t1", "campaign")
+    assert await db.revoke_key("h1") is None
+    assert await db.find_key("h1") is None
+    assert await db.find_key("h4") == ("t1", "campaign")
+    assert await db.find_key("h2") == ("t1", "ops")
