@@ -169,7 +169,7 @@ def _walk_forbidden(tree: nodes.Template) -> Iterable[str]:
             if node.name not in ALLOWED_TESTS:
                 yield f"test {node.name!r} is not allowed"
         elif isinstance(node, nodes.Name):
-            if node.name.startswith("_"):
+            if node.name.startswith("_") or node.name in JINJA_NAMES:
                 yield f"name {node.name!r} is not allowed"
         else:
             yield f"{type(node).__name__.lower()} is not allowed in templates"
@@ -187,6 +187,9 @@ def _literal_separator(node: nodes.Filter) -> bool:
     )
 
 
+# Names Jinja itself gives meaning to, which jinja2.meta does not count as variables: they
+# would render Jinja's objects (``{{ self }}`` its template reference), not a value.
+JINJA_NAMES = frozenset({"self", "caller", "varargs", "kwargs"})
 LOOP_ATTRIBUTES = frozenset(
     {"index", "index0", "revindex", "revindex0", "first", "last", "length", "previtem", "nextitem"}
 )
