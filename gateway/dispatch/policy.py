@@ -80,15 +80,17 @@ class SendPolicy:
             settings = await self.tenant_settings(tenant_id)
             opted = await self._audience.opted_out(tenant_id, [q.to for q in qs])
             quiet = interval_of(settings.get("quiet_hours"))
+            # a single send carries no time zone: the recipient's own, if the tenant has it
+            unzoned = [q.to for q in qs if q.timezone is None]
+            zones = await self._audience.timezones(tenant_id, unzoned) if unzoned else {}
             capped: list[tuple[QueuedMessage, dict[str, Any]]] = []
             for q in qs:
                 if q.to in opted:
                     held[q.id] = Suppressed(q.id, "opted_out", now)
                     continue
                 policy = q.policy or {}
-                opening = next_opening(
-                    now, zone(q.timezone or DEFAULT_TZ), window_of(policy.get("window")), quiet
-                )
+                tz = q.timezone or zones.get(q.to) or DEFAULT_TZ
+                opening = next_opening(now, zone(tz), window_of(policy.get("window")), quiet)
                 if opening is None or opening >= q.expires_at:
                     held[q.id] = Expired(q.id, now)
                 elif opening > now:

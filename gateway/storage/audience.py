@@ -234,6 +234,20 @@ class SqliteAudience:
             out.update(r[0] for r in rows)
         return out
 
+    async def timezones(self, tenant_id: str, phones: Sequence[str]) -> dict[str, str]:
+        """The time zones of those of ``phones`` that are the tenant's recipients."""
+        out: dict[str, str] = {}
+        for start in range(0, len(phones), 900):
+            chunk = list(phones[start : start + 900])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._store._all(
+                "SELECT phone, timezone FROM recipients"
+                f" WHERE tenant_id = ? AND phone IN ({marks})",
+                (tenant_id, *chunk),
+            )
+            out.update((r[0], r[1]) for r in rows)
+        return out
+
     async def marketing_sent_since(
         self, tenant_id: str, phones: Sequence[str], since: float
     ) -> dict[str, int]:

@@ -564,3 +564,27 @@ async def test_a_variant_that_fails_todays_checks_fails_its_messages_and_the_cam
     failed = [m for m in await _campaign_messages(gw, campaign_id) if m["status"] == "failed"]
     assert {m["reason"] for m in failed} == {"render_error"}
     assert "fails today's checks" in failed[0]["rendered"]["error"]
+
+
+async def test_a_single_marketing_send_keeps_quiet_hours_in_the_recipients_own_time(
+    gw: Gateway,
+) -> None:
+    """Quiet hours hold a single marketing send by the recipient's own clock when the
+    tenant knows the number's time zone, and Shanghai's otherwise."""
+    gw.clock.set(at("2026-12-06 19:20"))  # 06:20 in New York
+    await gw.client.put(
+        "/v1/settings", json={"quiet_hours": {"start": "21:00", "end": "08:00"}}, headers=gw.auth()
+    )
+    resp = await gw.client.put(
+        "/v1/recipients/13800000011",
+        json={"attrs": {"name": "Bob"}, "timezone": "America/New_York"},
+        headers=gw.auth(),
+    )
+    assert resp.status == 201
+    in_new_york = await gw.send(to="13800000011")
+    in_shanghai = await gw.send(to="13800000012")
+    await _run(gw)  # 06:20 in New York is inside quiet hours, 19:20 in Shanghai is not
+    m = await gw.message(in_new_york)
+    assert m["status"] == "deferred"
+    assert m["events"][-1]["until"] == "2026-12-06T13:00:00.000+00:00"  # 08:00 in New York
+    assert (await gw.message(in_shanghai))["status"] == "submitted"  # 19:20 in Shanghai
