@@ -15,7 +15,7 @@ from gateway.api.middlewares import PRINCIPAL
 from gateway.clock import from_rfc3339, to_rfc3339
 from gateway.domain.messages import Status
 from gateway.domain.phones import InvalidNumber, mask, to_e164
-from gateway.errors import InvalidInput
+from gateway.errors import FieldError, InvalidInput
 from gateway.keys import SERVICES
 from gateway.storage.base import LOG_COLUMNS, LogFilter
 
@@ -119,9 +119,26 @@ def wants_csv(accept: str) -> bool:
     json = max(best.get("application/json", 0.0), best.get("*/*", 0.0) * 0.99)
     return csv > 0 and csv > json
 
+QUERY_PARAMS = frozenset(
+    {"campaign_id", "status", "provider", "route", "to", "since", "until", "limit", "cursor"}
+)
+
+
+def refuse_unknown(q: Any) -> None:
+    """A misspelt filter (``stauts=failed``) is refused, not ignored: the unfiltered log
+    would read as the filtered one, as an unknown body field would change a send."""
+    unknown = sorted(set(q) - QUERY_PARAMS)
+    if unknown:
+        raise InvalidInput(
+            "; ".join(f"query.{k}: not a parameter of the log" for k in unknown),
+            [FieldError(("query", k), "not a parameter of the log") for k in unknown],
+        )
+
+
 async def logs(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     principal = request[PRINCIPAL]
+    refuse_unknown(request.query)
     where, cursor, limit = parse_query(request.query)
     masked = principal.role != "campaign"
     if wants_csv(request.headers.get("Accept", "")):

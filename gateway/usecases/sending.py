@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -37,8 +37,8 @@ class SendRequest(BaseModel):
     send_at: Rfc3339 | None = None
     ttl_seconds: StrictInt = Field(default=86400, ge=1, le=30 * 86400)
     client_ref: StrictStr | None = Field(default=None, max_length=128)
-    route: RouteKind | list[RouteKind] | None = Field(
-        default=None, description="one route kind, or a preference list"
+    route: RouteKind | Annotated[list[RouteKind], Field(min_length=1)] | None = Field(
+        default=None, description="one route kind, or a preference list (not empty)"
     )
 
 

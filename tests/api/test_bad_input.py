@@ -57,6 +57,7 @@ async def test_body_must_be_an_object(gw: Gateway) -> None:
         ({"to": 13812345678}, ["to"]),
         ({"client_ref": 77}, ["client_ref"]),
         ({"route": "pigeon"}, ["route"]),
+        ({"route": []}, ["route"]),
         ({"variables": "x"}, ["variables"]),
         ({"client_ref": "x" * 200}, ["client_ref"]),
         ({"to": "12345"}, ["to"]),

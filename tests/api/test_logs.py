@@ -103,3 +103,15 @@ async def test_other_tenants_messages_are_not_listed(gw: Gateway) -> None:
     """A tenant's log holds only its own messages."""
     await gw.send(tenant="bank_b")
     assert (await _logs(gw))["items"] == []
+
+
+async def test_a_misspelt_filter_is_refused_not_ignored(gw: Gateway) -> None:
+    """An unknown query parameter is a 422 naming it: ignored, the unfiltered log would
+    read as the filtered one."""
+    await gw.send()
+    resp = await gw.client.get("/v1/logs?stauts=failed&limit=5", headers=gw.auth())
+    assert resp.status == 422
+    problem = await resp.json()
+    assert [e["loc"] for e in problem["errors"]] == [["query", "stauts"]]
+    ok = await gw.client.get("/v1/logs?status=failed&limit=5", headers=gw.auth())
+    assert ok.status == 200 and (await ok.json())["items"] == []
