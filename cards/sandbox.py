@@ -116,6 +116,7 @@ ENV = make_environment()
 
 
 def _walk_forbidden(tree: nodes.Template) -> Iterable[str]:
+    counters: set[int] = set()  # the ``loop`` names read as ``loop.index`` and the like
     for node in tree.find_all(
         (
             nodes.Getattr,
@@ -143,11 +144,13 @@ def _walk_forbidden(tree: nodes.Template) -> Iterable[str]:
         elif isinstance(node, nodes.Getattr):
             # Variables are plain values: an attribute could only be a method of str or int
             # (whose repr leaks addresses). Only a loop's own counters may be read.
-            if not (
+            if (
                 isinstance(node.node, nodes.Name)
                 and node.node.name == "loop"
                 and node.attr in LOOP_ATTRIBUTES
             ):
+                counters.add(id(node.node))  # parents come first: its name is next
+            else:
                 yield f"attribute {node.attr!r} is not allowed (variables are plain values)"
         elif isinstance(node, nodes.Getitem):
             arg = node.arg
@@ -171,6 +174,8 @@ def _walk_forbidden(tree: nodes.Template) -> Iterable[str]:
         elif isinstance(node, nodes.Name):
             if node.name.startswith("_") or node.name in JINJA_NAMES:
                 yield f"name {node.name!r} is not allowed"
+            elif node.name == "loop" and id(node) not in counters:
+                yield "only a loop's counters may be read (loop.index, loop.first, …)"
         else:
             yield f"{type(node).__name__.lower()} is not allowed in templates"
 

@@ -23,6 +23,8 @@ SSTI_SOURCES = [
     "{{ self['x'] }}",
     "{{ caller }}",
     "{{ varargs }}{{ kwargs }}",
+    "{% for x in name %}{{ loop }}{% endfor %}",
+    "{% for x in name %}{{ loop|string }}{% endfor %}",
     "{% set x = 1 %}",
     "{% import 'os' as os %}",
     "{% include '/etc/passwd' %}",
