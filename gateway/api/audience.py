@@ -82,12 +82,13 @@ async def get_settings(request: web.Request) -> web.Response:
 async def put_settings(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     tenant = request[PRINCIPAL].tenant_id
-    body = await json_body(request)
-    out = await _audience(request).put_settings(tenant, body)
+    audience = _audience(request)
+    before = await audience.settings(tenant)
+    out = await audience.put_settings(tenant, await json_body(request))
     if services.dispatcher.policy is not None:
         services.dispatcher.policy.forget(tenant)
     # messages deferred under the old quiet hours are judged again under the new ones
-    if "quiet_hours" in body and await _audience(request).wake_deferred(tenant):
+    if out["quiet_hours"] != before["quiet_hours"] and await audience.wake_deferred(tenant):
         services.dispatcher.wake()
     return respond(out)
 

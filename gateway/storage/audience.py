@@ -18,6 +18,7 @@ from gateway.domain.messages import IdempotencyRecord, NewMessage
 from gateway.domain.segments import Rule, to_sql
 from gateway.storage.sqlite import (
     PARKED,
+    WAITS_FOR_OPENING,
     SqliteStore,
     claim_idempotency,
     dumps,
@@ -374,7 +375,7 @@ class SqliteAudience:
                 conn.execute(
                     f"UPDATE dispatch_queue SET due_at = min(due_at - {PARKED}, ?)"
                     f" WHERE due_at >= {PARKED} AND message_id IN"
-                    f" ({queued} AND m.status = 'deferred')",
+                    f" ({queued} AND m.status = 'deferred' AND {WAITS_FOR_OPENING})",
                     (now, campaign_id),
                 )
                 conn.execute(

@@ -118,7 +118,8 @@ class MemoryStore:
                 m.new.tenant_id == tenant_id
                 and m.status == Status.DEFERRED
                 and q.due_at > now
-                and q.lease_until <= now
+                and m.events
+                and m.events[-1].type == "deferred"  # not a retry's backoff
             ):
                 q.due_at = now
                 woken += 1

@@ -53,6 +53,12 @@ from gateway.storage.writer import SqliteWriter, connect
 
 log = get_logger("gateway.storage")
 PARKED = 1e10  # added to a paused campaign's queue entries, taken off again on resume
+# A deferred message (m) whose queue entry (q) waits for its window or quiet hours to open,
+# not for a retry (a retry leaves the status as it was, and comes later as an event)
+WAITS_FOR_OPENING = (
+    "(SELECT e.type FROM events e WHERE e.message_id = q.message_id"
+    " ORDER BY e.seq DESC LIMIT 1) = 'deferred'"
+)
 
 
 def dumps(value: Any) -> str:
@@ -182,15 +188,16 @@ class SqliteStore:
 
     async def wake_deferred(self, tenant_id: str, now: float) -> int:
         """Deferred messages waiting for a later opening are due now, to be judged again by
-        the send policy (a paused campaign's, parked far ahead, stay parked). The queue is
-        read by due time, not the tenant's every message."""
+        the send policy; one waiting out a retry's backoff (its status is still deferred,
+        its latest event a retry) keeps its time, and a paused campaign's, parked far ahead,
+        stay parked. The queue is read by due time, not the tenant's every message."""
         return await self.writer.run(
             lambda conn: conn.execute(
                 "UPDATE dispatch_queue SET due_at = ?1 WHERE message_id IN"
                 " (SELECT q.message_id FROM dispatch_queue q"
                 " JOIN messages m ON m.message_id = q.message_id"
-                " WHERE q.due_at > ?1 AND q.due_at < ?2 AND q.lease_until <= ?1"
-                " AND m.tenant_id = ?3 AND m.status = 'deferred')",
+                " WHERE q.due_at > ?1 AND q.due_at < ?2"
+                " AND m.tenant_id = ?3 AND m.status = 'deferred' AND " + WAITS_FOR_OPENING + ")",
                 (now, PARKED, tenant_id),
             ).rowcount,
             off_loop=True,

@@ -189,6 +189,11 @@ async def test_quiet_hours_changed_judge_deferred_messages_again(gw: Gateway) ->
     single = await gw.send()
     await _run(gw)
     assert (await gw.message(single))["status"] == "deferred"
+    await gw.client.put(  # the cap changes, the quiet hours do not: nothing is judged again
+        "/v1/settings", json={"frequency_cap": {"max": 5, "per_hours": 24}}, headers=gw.auth()
+    )
+    await _run(gw)
+    assert [e["type"] for e in (await gw.message(single))["events"]] == ["accepted", "deferred"]
     resp = await gw.client.post(f"/v1/campaigns/{paused}/pause", headers=gw.auth())
     assert resp.status == 200
     await gw.client.put(
@@ -208,6 +213,22 @@ async def test_quiet_hours_changed_judge_deferred_messages_again(gw: Gateway) ->
     await gw.client.post(f"/v1/campaigns/{paused}/resume", headers=gw.auth())
     await _run(gw)
     assert _nonzero((await _get(gw, f"/v1/campaigns/{paused}"))["counts"]) == {"submitted": 1}
+
+
+async def test_a_resumed_campaign_keeps_its_submitted_messages_waiting_for_reports(
+    gw: Gateway,
+) -> None:
+    """Resuming wakes only deferred messages: a submitted SMS waiting for its report (until
+    its expiry) is not made due, so it is not expired for want of a report."""
+    await _recipients(gw, 2)
+    campaign_id = await _campaign(gw)
+    await _run(gw)
+    path = f"/v1/campaigns/{campaign_id}"
+    assert _nonzero((await _get(gw, path))["counts"]) == {"submitted": 2}
+    assert (await gw.client.post(f"{path}/pause", headers=gw.auth())).status == 200
+    assert (await gw.client.post(f"{path}/resume", headers=gw.auth())).status == 200
+    await _run(gw)
+    assert _nonzero((await _get(gw, path))["counts"]) == {"submitted": 2}
 
 
 async def test_deferred_message_expires_when_ttl_runs_out_first(gw: Gateway) -> None:

@@ -366,21 +366,27 @@ async def test_the_database_is_readable_by_its_owner_only(db: Store) -> None:
 async def test_waking_deferred_messages_makes_only_the_tenants_deferred_ones_due(
     db: Store,
 ) -> None:
-    """A tenant's deferred messages are due again at once; another tenant's, and a message
-    merely queued for later, keep their due times."""
+    """A tenant's messages deferred to an opening are due again at once; another tenant's,
+    one waiting out a retry's backoff after it was deferred, and a message merely queued for
+    later keep their due times."""
     from gateway.domain.messages import Deferred
 
-    mine, theirs, later = message(), message("t2"), message(due=NOW + 500)
-    for m in (mine, theirs, later):
+    mine, theirs, later, retrying = message(), message("t2"), message(due=NOW + 500), message()
+    for m in (mine, theirs, later, retrying):
         await db.accept(m)
     claimed = await db.claim_due(NOW, 10, NOW + 60)
-    assert {q.id for q in claimed} == {mine.id, theirs.id}
-    await db.record_outcomes([Deferred(q.id, NOW + 3600, NOW) for q in claimed])
-    assert await db.claim_due(NOW + 1, 10, NOW + 61) == []
-    assert await db.wake_deferred("t1", NOW + 1) == 1
-    assert [q.id for q in await db.claim_due(NOW + 1, 10, NOW + 61)] == [mine.id]
-    assert await db.wake_deferred("t1", NOW + 1) == 0  # leased now: left alone
-    # the later one still waits for its time, the other tenant's for its opening
+    assert {q.id for q in claimed} == {mine.id, theirs.id, retrying.id}
+    await db.record_outcomes(
+        [Deferred(q.id, NOW + (10 if q.id == retrying.id else 3600), NOW) for q in claimed]
+    )
+    # the retrying one opens first, is refused by its provider, and waits out its backoff
+    assert [q.id for q in await db.claim_due(NOW + 10, 10, NOW + 70)] == [retrying.id]
+    await db.record_outcomes([Retry(retrying.id, NOW + 900, NOW + 10, "cmcc", "http_503", 1)])
+    assert await db.wake_deferred("t1", NOW + 11) == 1
+    assert [q.id for q in await db.claim_due(NOW + 11, 10, NOW + 71)] == [mine.id]
+    assert await db.wake_deferred("t1", NOW + 11) == 0  # it is due now: nothing is left
+    # the later one still waits for its time, the other tenant's for its opening, the
+    # retrying one for its backoff (and the woken one, unanswered, is claimed again)
     assert [q.id for q in await db.claim_due(NOW + 400, 10, NOW + 460)] == [mine.id]
 
 
