@@ -159,22 +159,31 @@ class CampaignRunner(PollingWorker):
         self, c: CampaignRow, r: Recipient, refused: Refused, now: float
     ) -> NewMessage:
         category = refused.body.get("category")
+        return self._new_message(
+            c,
+            r,
+            now,
+            category=category if category in ("marketing", "transactional") else "marketing",
+            template_id=refused.template_id,
+            template_version=refused.version,
+            rendered=Rendered("", None, str(refused.body.get("kind")), {}, error=refused.detail),
+            status=Status.FAILED,
+            reason="render_error",
+        )
+
+    def _new_message(self, c: CampaignRow, r: Recipient, now: float, **fields: Any) -> NewMessage:
+        """A message of campaign ``c`` to ``r``, made ``now``; ``fields`` are the rest."""
         due = max(now, c.start_at)
         return NewMessage(
             id=new_id(int(now * 1000)),
             tenant_id=c.tenant_id,
             to=r.phone,
-            category=category if category in ("marketing", "transactional") else "marketing",
-            template_id=refused.template_id,
-            template_version=refused.version,
-            rendered=Rendered("", None, str(refused.body.get("kind")), {}, error=refused.detail),
             created_at=now,
             due_at=due,
             expires_at=due + int(c.body["ttl_seconds"]),
             campaign_id=c.campaign_id,
-            status=Status.FAILED,
-            reason="render_error",
             timezone=r.timezone,
+            **fields,
         )
 
     async def _message(
@@ -195,26 +204,20 @@ class CampaignRunner(PollingWorker):
             status, reason, rendered, links = render_for_send(
                 loaded, brand_info, context, self._links
             )
-        due = max(now, c.start_at)
         policy: dict[str, Any] = {"window": c.body.get("window")}
         if c.body.get("frequency_cap") is not None:
             policy["frequency_cap"] = c.body["frequency_cap"]
-        return NewMessage(
-            id=new_id(int(now * 1000)),
-            tenant_id=c.tenant_id,
-            to=r.phone,
+        return self._new_message(
+            c,
+            r,
+            now,
             category=spec.category,
             template_id=loaded.record.template_id,
             template_version=loaded.record.version,
             rendered=rendered,
-            created_at=now,
-            due_at=due,
-            expires_at=due + int(c.body["ttl_seconds"]),
             route_pref=preference(None, spec.routes),
-            campaign_id=c.campaign_id,
             status=status,
             reason=reason,
             links=links,
-            timezone=r.timezone,
             policy=policy,
         )

@@ -80,8 +80,9 @@ class SendPolicy:
             settings = await self.tenant_settings(tenant_id)
             opted = await self._audience.opted_out(tenant_id, [q.to for q in qs])
             quiet = interval_of(settings.get("quiet_hours"))
-            # a single send carries no time zone: the recipient's own, if the tenant has it
-            unzoned = [q.to for q in qs if q.timezone is None]
+            # a single send carries no time zone (nor a window): for its quiet hours, the
+            # recipient's own if the tenant has it
+            unzoned = [q.to for q in qs if q.timezone is None] if quiet is not None else []
             zones = await self._audience.timezones(tenant_id, unzoned) if unzoned else {}
             capped: list[tuple[QueuedMessage, dict[str, Any]]] = []
             for q in qs:

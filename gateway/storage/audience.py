@@ -47,9 +47,15 @@ class RecipientBatch:
         self._count = 0
 
     def add(self, phone: str, tags: list[str], attrs: dict[str, Any], timezone: str) -> None:
+        """Adds one recipient; ``ValueError`` (and the batch unchanged) if its attributes
+        cannot be written as JSON (nested deeper than 254 levels)."""
+        try:
+            row = orjson.dumps((phone, tags, attrs, timezone))
+        except orjson.JSONEncodeError as exc:
+            raise ValueError(f"attrs: {exc}") from None
         if self._count:
             self._buf += b","
-        self._buf += orjson.dumps((phone, tags, attrs, timezone))
+        self._buf += row
         self._count += 1
 
     def __len__(self) -> int:

@@ -234,7 +234,10 @@ class Audience:
         except InvalidNumber as exc:
             raise InvalidInput.field(["path", "phone"], str(exc)) from None
         row = RecipientBatch()
-        row.add(phone, body.tags, body.attrs, body.timezone)
+        try:
+            row.add(phone, body.tags, body.attrs, body.timezone)
+        except ValueError as exc:
+            raise InvalidInput.field(["body", "attrs"], str(exc)) from None
         created, _ = await self._audience.upsert_recipients(tenant_id, row, self._clock.now())
         return {"phone": phone, **body.model_dump(), "created": bool(created)}
 
@@ -372,7 +375,6 @@ class Audience:
 
 
 _FIELDS = frozenset({"tags", "attrs", "timezone"})
-_NAMES_KNOWN_GOOD: set[str] = set()  # attribute names already checked, at most 10,000
 
 
 def _ndjson_row(batch: RecipientBatch, raw: bytes) -> None:
@@ -408,9 +410,8 @@ def _add_recipient(batch: RecipientBatch, raw_phone: Any, data: dict[str, Any]) 
     attrs = data.get("attrs", {})
     if type(attrs) is not dict:
         raise ValueError("attrs: an object")
-    known = _NAMES_KNOWN_GOOD
     for key, value in attrs.items():
-        if type(value) is dict or (key not in known and not _known_good(key)):
+        if type(value) is dict or not valid_attr_name(key):
             _check_attrs(attrs)  # names the problem
     tz = data.get("timezone", DEFAULT_TZ)
     if tz != DEFAULT_TZ:  # the default needs no check
@@ -418,14 +419,6 @@ def _add_recipient(batch: RecipientBatch, raw_phone: Any, data: dict[str, Any]) 
             raise ValueError("timezone: an IANA time zone name")
         zone(tz)
     batch.add(phone, tags, attrs, tz)
-
-
-def _known_good(name: str) -> bool:
-    if not valid_attr_name(name):
-        return False
-    if len(_NAMES_KNOWN_GOOD) < 10_000:
-        _NAMES_KNOWN_GOOD.add(name)
-    return True
 
 
 def _reason(exc: Exception) -> str:

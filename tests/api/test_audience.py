@@ -326,3 +326,29 @@ async def test_frequency_cap_hours_keep_their_type(gw: Gateway) -> None:
         got = await (await gw.client.get("/v1/settings", headers=gw.auth())).json()
         assert got["frequency_cap"]["per_hours"] == hours
         assert type(got["frequency_cap"]["per_hours"]) is type(hours)
+
+
+async def test_bad_attributes_in_an_import_reject_their_line_only(gw: Gateway) -> None:
+    """An object as an attribute's value, a name a rule could not address, or values nested
+    deeper than JSON can be written here reject their own line; the others are written. A
+    PUT of such attributes is a 422 naming them."""
+    deep: list[Any] = []
+    for _ in range(300):
+        deep = [deep]
+    lines = [
+        json.dumps({"phone": "13800000041", "attrs": {"city": "太原"}}),
+        json.dumps({"phone": "13800000042", "attrs": {"address": {"city": "太原"}}}),
+        json.dumps({"phone": "13800000043", "attrs": {"a.b": 1}}),
+        json.dumps({"phone": "13800000044", "attrs": {"deep": deep}}),
+        json.dumps({"phone": "13800000045", "attrs": {"city": "大同"}}),
+    ]
+    status, out = await _import(gw, "\n".join(lines).encode(), "application/x-ndjson")
+    assert status == 200
+    assert (out["created"], out["updated"]) == (2, 0)
+    assert [r["line"] for r in out["rejected"]] == [2, 3, 4]
+    assert "attrs" in out["rejected"][2]["reason"]
+    resp = await gw.client.put(
+        "/v1/recipients/13800000044", json={"attrs": {"deep": deep}}, headers=gw.auth()
+    )
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["loc"] == ["body", "attrs"]

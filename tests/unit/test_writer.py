@@ -56,11 +56,12 @@ async def test_an_off_loop_job_runs_on_the_writers_thread_and_commits_with_its_g
 
 
 async def test_an_off_loop_job_that_fails_fails_alone(writer: SqliteWriter, tmp_path: Path) -> None:
-    """A statement that fails off the loop is undone whole; the other jobs of its group
-    commit."""
+    """A job that fails off the loop is undone whole, the statements before the failing one
+    too; the other jobs of its group commit."""
 
     def failing(conn: sqlite3.Connection) -> None:
-        conn.execute("INSERT INTO t (n) SELECT value FROM json_each('[10, 11, 10]')")
+        conn.execute("INSERT INTO t (n) VALUES (10)")  # undone by the job's savepoint
+        conn.execute("INSERT INTO t (n) SELECT value FROM json_each('[11, 12, 11]')")
 
     first = writer.run(lambda c: c.execute("INSERT INTO t VALUES (1)"))
     bad = writer.run(failing, off_loop=True)
