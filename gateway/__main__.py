@@ -14,12 +14,15 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
+from gateway.api import admin
 from gateway.app import build_store, create_app, ensure_var_dir
 from gateway.clock import SystemClock
 from gateway.demo import seed_demo_on_startup
 from gateway.demo_media import serve_demo_media
+from gateway.errors import GatewayError
 from gateway.eventloop import new_event_loop
 from gateway.logging import configure_logging
 from gateway.settings import Settings
@@ -84,6 +87,7 @@ def serve(args: argparse.Namespace) -> None:
             app,
             host=settings.host,
             port=settings.port,
+            path=str(admin.prepare_socket(settings.var_dir)),  # tenant and key commands
             access_log=None,
             print=None,
             shutdown_timeout=settings.drain_timeout_s,
@@ -110,13 +114,40 @@ async def _with_store(action: Callable[[Store], Awaitable[dict[str, Any]]]) -> d
         await store.close()
 
 
-def _admin(action: Callable[[Store], Awaitable[dict[str, Any]]]) -> None:
-    """Prints the command's JSON answer, or its error as JSON on stderr with exit status 1."""
-    configure_logging("warning")
-    from gateway.errors import GatewayError
+class _NoGateway(Exception):
+    pass
 
+
+async def _ask_gateway(path: str, body: dict[str, str]) -> dict[str, Any]:
+    """The running gateway's answer over its admin socket (``gateway/api/admin.py``)."""
+    sock = admin.socket_path(Settings().var_dir)
+    if not sock.exists():
+        raise _NoGateway
     try:
-        out = asyncio.run(_with_store(action))
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as session,
+            session.post(f"http://gateway{path}", json=body) as resp,
+        ):
+            out: dict[str, Any] = await resp.json(content_type=None)
+    except aiohttp.ClientConnectorError:  # a socket a killed gateway left behind
+        raise _NoGateway from None
+    if resp.status >= 400:
+        raise GatewayError(str(out.get("detail", out)))
+    return out
+
+
+def _admin(
+    path: str, body: dict[str, str], action: Callable[[Store], Awaitable[dict[str, Any]]]
+) -> None:
+    """Asks the running gateway to make the change (its one writer makes it, and a revoked key
+    is refused at once); with none running, makes it in the database directly. Prints the
+    JSON answer, or the error as JSON on stderr with exit status 1."""
+    configure_logging("warning")
+    try:
+        try:
+            out = asyncio.run(_ask_gateway(path, body))
+        except _NoGateway:
+            out = asyncio.run(_with_store(action))
     except GatewayError as exc:
         print(json.dumps({"error": exc.detail}), file=sys.stderr)
         raise SystemExit(1) from None
@@ -155,13 +186,21 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         serve(args)
     elif args.command == "tenant":
-        _admin(lambda store: create_tenant(store, SystemClock(), args.tenant_id))
+        _admin(
+            "/admin/tenants",
+            {"tenant_id": args.tenant_id},
+            lambda store: create_tenant(store, SystemClock(), args.tenant_id),
+        )
     elif args.command == "key" and args.key_command == "add":
-        _admin(lambda store: add_key(store, SystemClock(), args.tenant_id, args.role))
+        _admin(
+            "/admin/keys",
+            {"tenant_id": args.tenant_id, "role": args.role},
+            lambda store: add_key(store, SystemClock(), args.tenant_id, args.role),
+        )
     elif args.command == "key":
         # from standard input by default, so the key stays out of the shell's history
-        key = args.key if args.key is not None else sys.stdin.readline()
-        _admin(lambda store: revoke_key(store, key))
+        key = (args.key if args.key is not None else sys.stdin.readline()).strip()
+        _admin("/admin/keys/revoke", {"key": key}, lambda store: revoke_key(store, key))
 
 
 if __name__ == "__main__":

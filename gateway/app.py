@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.api import (
+    admin,
     audience,
     callbacks,
     campaigns,
@@ -140,6 +141,7 @@ def create_app(
         + console.ENDPOINTS
         + ops.ENDPOINTS,
     )
+    admin.register(app)
 
     async def storage(_: web.Application) -> AsyncIterator[None]:
         await store.open()

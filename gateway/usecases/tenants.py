@@ -74,6 +74,10 @@ class Authenticator:
         self._max = max_entries
         self._cache: dict[str, tuple[Principal | None, float]] = {}
 
+    def forget_all(self) -> None:
+        """Every key is looked up again (one was revoked)."""
+        self._cache.clear()
+
     async def authenticate(self, authorization: str | None) -> Principal:
         # the scheme's name is case-insensitive (RFC 9110 §11.1)
         if not authorization or authorization[:7].lower() != "bearer ":

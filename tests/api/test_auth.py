@@ -153,8 +153,8 @@ def test_tenant_create_cli(tmp_path: Path) -> None:
 
 
 def test_key_rotation_cli(tmp_path: Path) -> None:
-    """``key add`` prints a new key for a tenant (a role it has, an existing tenant only);
-    ``key revoke`` (the key on standard input) removes it, once."""
+    """With no gateway running: ``key add`` prints a new key for a tenant (a role it has, an
+    existing tenant only); ``key revoke`` (the key on standard input) removes it, once."""
     env = dict(
         os.environ,
         GATEWAY_DATABASE_URL=f"sqlite:///{tmp_path / 'g.db'}",
@@ -171,6 +171,13 @@ def test_key_rotation_cli(tmp_path: Path) -> None:
             timeout=60,
         )
 
+    import socket
+
+    # a socket a killed gateway left behind: nobody answers, the commands write themselves
+    (tmp_path / "admin").mkdir()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(tmp_path / "admin" / "admin.sock"))
+    stale.close()
     first = json.loads(gateway("tenant", "create", "bank_x").stdout)
     added = gateway("key", "add", "bank_x", "campaign")
     assert added.returncode == 0, added.stderr
@@ -209,3 +216,16 @@ async def test_a_revoked_key_is_refused(gw: Gateway) -> None:
     await revoke_key(gw.services.store, keys["ops_key"])
     ended = await gw.client.get("/console/logs", allow_redirects=False)
     assert ended.status == 303 and ended.headers["Location"] == "/console"
+
+
+async def test_the_admin_paths_are_not_served_over_tcp(gw: Gateway) -> None:
+    """Tenants and keys are made only over the gateway's own Unix socket: over TCP, even
+    with a campaign key, the admin paths are a 404."""
+    for path, body in (
+        ("/admin/tenants", {"tenant_id": "intruder"}),
+        ("/admin/keys", {"tenant_id": "bank_a", "role": "campaign"}),
+        ("/admin/keys/revoke", {"key": gw.keys["bank_a"]["ops_key"]}),
+    ):
+        resp = await gw.client.post(path, json=body, headers=gw.auth())
+        assert resp.status == 404, path
+    assert (await gw.client.get("/v1/logs", headers=gw.auth(role="ops"))).status == 200

@@ -133,3 +133,37 @@ def test_vendors_review_each_version(stack: Stack) -> None:
     reviews = _reviews(stack, auth, "promo", {"approved", "rejected", "not_applicable"})
     assert {v["state"] for v in reviews.values()} == {"rejected"}
     assert all(v["reason"].startswith("banned_claim") for v in reviews.values())
+
+
+def test_keys_are_added_and_revoked_through_the_running_gateway(stack: Stack) -> None:
+    """Against a running gateway the tenant and key commands go through its admin socket
+    (a folder only its owner may enter): a new key works at once, and a revoked one is
+    refused at once, without waiting out the authenticator's cache."""
+    import json
+    import stat
+    import subprocess
+    import sys
+
+    def gateway(*args: str, stdin: str | None = None) -> Any:
+        out = subprocess.run(
+            [sys.executable, "-m", "gateway", *args],
+            env=stack.env,
+            cwd=stack.cwd,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return json.loads(out.stdout)
+
+    folder = stack.cwd / "var" / "admin"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    keys = stack.tenant("bank_k")
+    old = {"Authorization": f"Bearer {keys['campaign_key']}"}
+    assert call("GET", f"{stack.base}/v1/settings", headers=old)[0] == 200
+    new = gateway("key", "add", "bank_k", "campaign")["key"]
+    assert call("GET", f"{stack.base}/v1/settings", headers={"Authorization": f"Bearer {new}"})[0] == 200
+    assert gateway("key", "revoke", stdin=keys["campaign_key"] + "\n")["revoked"] is True
+    assert call("GET", f"{stack.base}/v1/settings", headers=old)[0] == 401
+    assert call("GET", f"{stack.base}/v1/settings", headers={"Authorization": f"Bearer {new}"})[0] == 200
