@@ -72,6 +72,11 @@ async def _freeze_heap(_: web.Application) -> None:
     gc.set_threshold(700, 10, 1000)
 
 
+def _admin_socket(settings: Settings) -> str | None:
+    path = admin.prepare_socket(settings.var_dir)
+    return None if path is None else str(path)
+
+
 def serve(args: argparse.Namespace) -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -87,7 +92,7 @@ def serve(args: argparse.Namespace) -> None:
             app,
             host=settings.host,
             port=settings.port,
-            path=str(admin.prepare_socket(settings.var_dir)),  # tenant and key commands
+            path=_admin_socket(settings),  # for the tenant and key commands
             access_log=None,
             print=None,
             shutdown_timeout=settings.drain_timeout_s,

@@ -17,8 +17,10 @@ from gateway.api.bodies import json_body
 from gateway.api.json import respond
 from gateway.errors import InvalidInput, NotFound
 from gateway.keys import SERVICES
+from gateway.logging import get_logger
 from gateway.usecases.tenants import add_key, create_tenant, revoke_key
 
+log = get_logger("gateway.admin")
 SOCKET_DIR = "admin"
 SOCKET_NAME = "admin.sock"
 
@@ -27,12 +29,20 @@ def socket_path(var_dir: Path) -> Path:
     return var_dir / SOCKET_DIR / SOCKET_NAME
 
 
-def prepare_socket(var_dir: Path) -> Path:
-    """The socket's folder, its owner's only, without a socket a stopped gateway left."""
-    folder = var_dir / SOCKET_DIR
+MAX_SOCKET_PATH = 100  # bytes: Linux takes at most 107 for a Unix socket's path
+
+
+def prepare_socket(var_dir: Path) -> Path | None:
+    """The socket's folder, its owner's only, without a socket a stopped gateway left; or
+    ``None`` (no socket: the commands then write the database themselves) where the path
+    would be too long for a Unix socket."""
+    folder = (var_dir / SOCKET_DIR).absolute()
+    path = folder / SOCKET_NAME
+    if len(str(path).encode()) > MAX_SOCKET_PATH:
+        log.warning("admin_socket_path_too_long", path=str(path))
+        return None
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     folder.chmod(0o700)
-    path = folder / SOCKET_NAME
     path.unlink(missing_ok=True)
     return path
 
