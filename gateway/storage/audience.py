@@ -163,18 +163,26 @@ class SqliteAudience:
         )
         return Recipient(row[0], json.loads(row[1]), json.loads(row[2]), row[3]) if row else None
 
-    async def recipients(self, tenant_id: str, phones: Sequence[str]) -> dict[str, Recipient]:
-        out: dict[str, Recipient] = {}
+    async def _by_phone(
+        self, sql: str, tenant_id: str, phones: Sequence[str], *after: Any
+    ) -> list[Any]:
+        """The rows of ``sql`` (its ``{marks}`` the list after ``IN``) for ``phones``, 900 at a
+        time (SQLite's limit on parameters): the tenant's id first, ``after`` last."""
+        rows: list[Any] = []
         for start in range(0, len(phones), 900):
-            chunk = list(phones[start : start + 900])
+            chunk = phones[start : start + 900]
             marks = ",".join("?" * len(chunk))
-            for row in await self._store._all(
-                "SELECT phone, tags, attrs, timezone FROM recipients"
-                f" WHERE tenant_id = ? AND phone IN ({marks})",
-                (tenant_id, *chunk),
-            ):
-                out[row[0]] = Recipient(row[0], json.loads(row[1]), json.loads(row[2]), row[3])
-        return out
+            rows += await self._store._all(sql.format(marks=marks), (tenant_id, *chunk, *after))
+        return rows
+
+    async def recipients(self, tenant_id: str, phones: Sequence[str]) -> dict[str, Recipient]:
+        rows = await self._by_phone(
+            "SELECT phone, tags, attrs, timezone FROM recipients"
+            " WHERE tenant_id = ? AND phone IN ({marks})",
+            tenant_id,
+            phones,
+        )
+        return {r[0]: Recipient(r[0], json.loads(r[1]), json.loads(r[2]), r[3]) for r in rows}
 
     async def count(self, tenant_id: str, rule: Rule) -> int:
         sql, params = to_sql(rule)
@@ -230,47 +238,27 @@ class SqliteAudience:
         )
 
     async def opted_out(self, tenant_id: str, phones: Sequence[str]) -> set[str]:
-        out: set[str] = set()
-        for start in range(0, len(phones), 900):
-            chunk = list(phones[start : start + 900])
-            marks = ",".join("?" * len(chunk))
-            rows = await self._store._all(
-                f"SELECT phone FROM opt_outs WHERE tenant_id = ? AND phone IN ({marks})",
-                (tenant_id, *chunk),
-            )
-            out.update(r[0] for r in rows)
-        return out
+        sql = "SELECT phone FROM opt_outs WHERE tenant_id = ? AND phone IN ({marks})"
+        return {r[0] for r in await self._by_phone(sql, tenant_id, phones)}
 
     async def timezones(self, tenant_id: str, phones: Sequence[str]) -> dict[str, str]:
         """The time zones of those of ``phones`` that are the tenant's recipients."""
-        out: dict[str, str] = {}
-        for start in range(0, len(phones), 900):
-            chunk = list(phones[start : start + 900])
-            marks = ",".join("?" * len(chunk))
-            rows = await self._store._all(
-                "SELECT phone, timezone FROM recipients"
-                f" WHERE tenant_id = ? AND phone IN ({marks})",
-                (tenant_id, *chunk),
-            )
-            out.update((r[0], r[1]) for r in rows)
-        return out
+        sql = "SELECT phone, timezone FROM recipients WHERE tenant_id = ? AND phone IN ({marks})"
+        return {r[0]: r[1] for r in await self._by_phone(sql, tenant_id, phones)}
 
     async def marketing_sent_since(
         self, tenant_id: str, phones: Sequence[str], since: float
     ) -> dict[str, int]:
         """Marketing messages handed to a provider per number since ``since``."""
-        out: dict[str, int] = {}
-        for start in range(0, len(phones), 900):
-            chunk = list(phones[start : start + 900])
-            marks = ",".join("?" * len(chunk))
-            rows = await self._store._all(
-                "SELECT to_number, count(*) FROM messages WHERE tenant_id = ?"
-                f" AND to_number IN ({marks}) AND created_at >= ? AND category = 'marketing'"
-                " AND status IN ('submitted', 'delivered') GROUP BY to_number",
-                (tenant_id, *chunk, since),
-            )
-            out.update({r[0]: r[1] for r in rows})
-        return out
+        rows = await self._by_phone(
+            "SELECT to_number, count(*) FROM messages WHERE tenant_id = ?"
+            " AND to_number IN ({marks}) AND created_at >= ? AND category = 'marketing'"
+            " AND status IN ('submitted', 'delivered') GROUP BY to_number",
+            tenant_id,
+            phones,
+            since,
+        )
+        return {r[0]: r[1] for r in rows}
 
     # campaigns -----------------------------------------------------------------------------
     async def idempotency(self, tenant_id: str, key: str) -> IdempotencyRecord | None:

@@ -609,3 +609,26 @@ async def test_a_single_marketing_send_keeps_quiet_hours_in_the_recipients_own_t
     assert m["status"] == "deferred"
     assert m["events"][-1]["until"] == "2026-12-06T13:00:00.000+00:00"  # 08:00 in New York
     assert (await gw.message(in_shanghai))["status"] == "submitted"  # 19:20 in Shanghai
+
+
+async def test_lookups_by_number_cover_lists_longer_than_sqlites_parameter_limit(
+    gw: Gateway,
+) -> None:
+    """Opt-outs, time zones and recipients are looked up 900 numbers at a time: a list of
+    2,000 finds the ones past the first 900 too."""
+    from gateway.storage.audience import SqliteAudience
+
+    store = gw.services.store
+    assert isinstance(store, SqliteStore)
+    audience = SqliteAudience(store)
+    tenant = gw.keys["bank_a"]["tenant_id"]
+    phones = [f"+86138{i:08d}" for i in range(2000)]
+    far = phones[1500]
+    await audience.opt_out(tenant, far, "test", gw.clock.now())
+    resp = await gw.client.put(
+        f"/v1/recipients/{far}", json={"timezone": "Asia/Tokyo"}, headers=gw.auth()
+    )
+    assert resp.status == 201
+    assert await audience.opted_out(tenant, phones) == {far}
+    assert await audience.timezones(tenant, phones) == {far: "Asia/Tokyo"}
+    assert list(await audience.recipients(tenant, phones)) == [far]
