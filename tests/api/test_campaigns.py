@@ -54,6 +54,21 @@ async def _campaign(gw: Gateway, **body: Any) -> str:
     return str((await resp.json())["campaign_id"])
 
 
+async def _two_variants(gw: Gateway, recipients: int) -> str:
+    """A campaign to ``recipients`` new recipients, half fund_due, half its variant B."""
+    b = copy.deepcopy(FUND_TEMPLATE)
+    b["fallback_text"] = "B版 {{ name }} {{ amount }}"
+    await gw.client.put("/v1/templates/fund_due_b", json=b, headers=gw.auth())
+    await _recipients(gw, recipients)
+    return await _campaign(
+        gw,
+        variants=[
+            {"template_id": "fund_due", "weight": 50},
+            {"template_id": "fund_due_b", "weight": 50},
+        ],
+    )
+
+
 async def _run(gw: Gateway) -> None:
     assert gw.services.runner is not None
     await gw.services.runner.run_until_idle()
@@ -76,17 +91,7 @@ async def _get(gw: Gateway, path: str) -> Any:
 async def test_campaign_fans_out_with_variants_and_attributes(gw: Gateway) -> None:
     """Every recipient gets one message; variants split by weight, the same way every time;
     the recipient's attributes fill the template."""
-    b = copy.deepcopy(FUND_TEMPLATE)
-    b["fallback_text"] = "B版 {{ name }} {{ amount }}"
-    await gw.client.put("/v1/templates/fund_due_b", json=b, headers=gw.auth())
-    await _recipients(gw, 200)
-    campaign_id = await _campaign(
-        gw,
-        variants=[
-            {"template_id": "fund_due", "weight": 50},
-            {"template_id": "fund_due_b", "weight": 50},
-        ],
-    )
+    campaign_id = await _two_variants(gw, 200)
     await _run(gw)
     view = await _get(gw, f"/v1/campaigns/{campaign_id}")
     assert view["targeted"] == 200 and _nonzero(view["counts"]) == {"submitted": 200}
@@ -551,17 +556,7 @@ async def test_a_variant_that_fails_todays_checks_fails_its_messages_and_the_cam
     from cards.compiled import CompiledTemplate, TemplateCheckFailed
     from gateway.usecases import catalog
 
-    b = copy.deepcopy(FUND_TEMPLATE)
-    b["fallback_text"] = "B版 {{ name }} {{ amount }}"
-    await gw.client.put("/v1/templates/fund_due_b", json=b, headers=gw.auth())
-    await _recipients(gw, 40)
-    campaign_id = await _campaign(
-        gw,
-        variants=[
-            {"template_id": "fund_due", "weight": 1},
-            {"template_id": "fund_due_b", "weight": 1},
-        ],
-    )
+    campaign_id = await _two_variants(gw, 40)
     real_build = CompiledTemplate.build
 
     def stricter(spec: Any) -> CompiledTemplate:
