@@ -126,12 +126,18 @@ QUERY_PARAMS = frozenset(
 
 def refuse_unknown(q: Any) -> None:
     """A misspelt filter (``stauts=failed``) is refused, not ignored: the unfiltered log
-    would read as the filtered one, as an unknown body field would change a send."""
-    unknown = sorted(set(q) - QUERY_PARAMS)
-    if unknown:
+    would read as the filtered one, as an unknown body field would change a send. So is a
+    filter given twice (``status=failed&status=expired``), of which one would be ignored."""
+    problems = [(k, "not a parameter of the log") for k in sorted(set(q) - QUERY_PARAMS)]
+    problems += [
+        (k, "given more than once (one value a filter)")
+        for k in sorted(set(q) & QUERY_PARAMS)
+        if len(q.getall(k)) > 1
+    ]
+    if problems:
         raise InvalidInput(
-            "; ".join(f"query.{k}: not a parameter of the log" for k in unknown),
-            [FieldError(("query", k), "not a parameter of the log") for k in unknown],
+            "; ".join(f"query.{k}: {msg}" for k, msg in problems),
+            [FieldError(("query", k), msg) for k, msg in problems],
         )
 
 

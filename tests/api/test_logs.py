@@ -107,7 +107,7 @@ async def test_other_tenants_messages_are_not_listed(gw: Gateway) -> None:
 
 async def test_a_misspelt_filter_is_refused_not_ignored(gw: Gateway) -> None:
     """An unknown query parameter is a 422 naming it: ignored, the unfiltered log would
-    read as the filtered one."""
+    read as the filtered one. So is a filter given twice, of which one would be ignored."""
     await gw.send()
     resp = await gw.client.get("/v1/logs?stauts=failed&limit=5", headers=gw.auth())
     assert resp.status == 422
@@ -115,3 +115,6 @@ async def test_a_misspelt_filter_is_refused_not_ignored(gw: Gateway) -> None:
     assert [e["loc"] for e in problem["errors"]] == [["query", "stauts"]]
     ok = await gw.client.get("/v1/logs?status=failed&limit=5", headers=gw.auth())
     assert ok.status == 200 and (await ok.json())["items"] == []
+    twice = await gw.client.get("/v1/logs?status=failed&status=accepted", headers=gw.auth())
+    assert twice.status == 422
+    assert [e["loc"] for e in (await twice.json())["errors"]] == [["query", "status"]]
