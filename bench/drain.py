@@ -48,6 +48,10 @@ DLR_DELAY_MS = 600_000  # no delivery reports during the drain
 REVIEW_DELAY_MS = 10
 
 
+# The gateway's admin socket folder: a socket is no file to copy (and belongs to its gateway).
+_NOT_COPIED = shutil.ignore_patterns("admin")
+
+
 def _log(msg: str) -> None:
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
@@ -156,7 +160,7 @@ def approve_templates(var: Path) -> str:
     """
     with tempfile.TemporaryDirectory(prefix="bench-drain-reviews-") as tmp_name:
         cwd = Path(tmp_name)
-        shutil.copytree(var, cwd / "var")
+        shutil.copytree(var, cwd / "var", ignore=_NOT_COPIED)
         db = cwd / "var" / "gateway.db"
         with sqlite3.connect(db) as conn:
             conn.execute("DELETE FROM dispatch_queue")
@@ -206,13 +210,13 @@ class Seed:
     def copy_to(self, cwd: Path) -> list[str]:
         """Copies the filled ``var/`` into ``cwd``; answers the fill's facts the first time."""
         if self._var is not None:
-            shutil.copytree(self._var, cwd / "var")
+            shutil.copytree(self._var, cwd / "var", ignore=_NOT_COPIED)
             return [f"queue: a copy of the {self.messages:,} messages filled once for this run"]
         root = Path(self._tmp.name)
         _, facts = fill_queue(root, self.messages)
         self._var = root / "var"
         facts.append(approve_templates(self._var))
-        shutil.copytree(self._var, cwd / "var")
+        shutil.copytree(self._var, cwd / "var", ignore=_NOT_COPIED)
         return facts
 
     def close(self) -> None:

@@ -72,9 +72,17 @@ async def _freeze_heap(_: web.Application) -> None:
     gc.set_threshold(700, 10, 1000)
 
 
-def _admin_socket(settings: Settings) -> str | None:
+def _admin_socket(app: web.Application, settings: Settings) -> str | None:
+    """The admin socket's path, removed again when the gateway stops."""
     path = admin.prepare_socket(settings.var_dir)
-    return None if path is None else str(path)
+    if path is None:
+        return None
+
+    async def remove(_: web.Application) -> None:
+        path.unlink(missing_ok=True)
+
+    app.on_cleanup.append(remove)
+    return str(path)
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -92,7 +100,7 @@ def serve(args: argparse.Namespace) -> None:
             app,
             host=settings.host,
             port=settings.port,
-            path=_admin_socket(settings),  # for the tenant and key commands
+            path=_admin_socket(app, settings),  # for the tenant and key commands
             access_log=None,
             print=None,
             shutdown_timeout=settings.drain_timeout_s,

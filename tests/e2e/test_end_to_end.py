@@ -79,7 +79,8 @@ def test_forged_report_is_refused_by_the_running_gateway(stack: Stack) -> None:
 
 
 def test_sigterm_drains_and_exits_cleanly(stack: Stack) -> None:
-    """SIGTERM stops the gateway gracefully: exit code 0, nothing accepted is lost."""
+    """SIGTERM stops the gateway gracefully: exit code 0, nothing accepted is lost, and its
+    admin socket is removed."""
     auth = _setup(stack)
     ids = [
         call(
@@ -90,8 +91,11 @@ def test_sigterm_drains_and_exits_cleanly(stack: Stack) -> None:
         )[1]["message_id"]
         for i in range(50)
     ]
+    socket = stack.cwd / "var" / "admin" / "admin.sock"
+    assert socket.exists()
     stack.gateway.send_signal(signal.SIGTERM)
     assert stack.gateway.wait(timeout=30) == 0
+    assert not socket.exists()  # its admin socket goes with it
     import sqlite3
 
     conn = sqlite3.connect(stack.cwd / "var" / "gateway.db")
