@@ -23,13 +23,11 @@ from gateway.usecases.tenants import add_key, create_tenant, revoke_key
 log = get_logger("gateway.admin")
 SOCKET_DIR = "admin"
 SOCKET_NAME = "admin.sock"
+MAX_SOCKET_PATH = 100  # bytes: Linux takes at most 107 for a Unix socket's path
 
 
 def socket_path(var_dir: Path) -> Path:
     return var_dir / SOCKET_DIR / SOCKET_NAME
-
-
-MAX_SOCKET_PATH = 100  # bytes: Linux takes at most 107 for a Unix socket's path
 
 
 def prepare_socket(var_dir: Path) -> Path | None:

@@ -28,6 +28,9 @@ from gateway.usecases.sending import render_for_send
 
 log = get_logger("gateway.campaigns")
 
+BATCH = 1000
+DEFAULT_TZ = "Asia/Shanghai"
+
 
 @dataclass(frozen=True, slots=True)
 class Refused:
@@ -37,9 +40,6 @@ class Refused:
     version: int
     body: dict[str, Any]
     detail: str
-
-BATCH = 1000
-DEFAULT_TZ = "Asia/Shanghai"
 
 
 class CampaignRunner(PollingWorker):

@@ -51,8 +51,9 @@ async def add_key(store: Store, clock: Clock, tenant_id: str, role: str) -> dict
 
 
 async def revoke_key(store: Store, key: str) -> dict[str, str | bool]:
-    """The key stops working: at once for the console, within the authenticator's cache
-    time (``Authenticator.ttl_s``) for the API of a gateway already running."""
+    """The key stops working: at once for the console; for the API at once where the gateway
+    revoked it itself (its admin socket clears its key cache), else within that cache's
+    time (``Authenticator``'s ``ttl_s``)."""
     found = await store.revoke_key(hash_key(key.strip()))
     if found is None:
         raise NotFound("no such key (it may have been revoked already)")

@@ -205,7 +205,7 @@ async def test_a_revoked_key_is_refused(gw: Gateway) -> None:
     keys = gw.keys["bank_a"]
     assert (await gw.client.get("/v1/settings", headers=gw.auth())).status == 200
     await revoke_key(gw.services.store, keys["campaign_key"])
-    gw.services.auth._cache.clear()  # as its 30 s cache time running out would
+    gw.services.auth.forget_all()  # as its 30 s cache time running out would
     assert (await gw.client.get("/v1/settings", headers=gw.auth())).status == 401
     assert (await gw.client.get("/v1/logs", headers=gw.auth(role="ops"))).status == 200
     signed_in = await gw.client.post(
