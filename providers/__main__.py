@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from gateway.eventloop import new_event_loop
+from gateway.heap import freeze_startup_heap
 from providers.mock.config import load_behaviours
 from providers.mock.server import create_mock_app
 from providers.settings import MockSettings
@@ -31,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mock providers: {exc}", file=sys.stderr)
         return 2
     app = create_mock_app(settings, behaviours)
+    # The mock remembers every message it took (dedupe, inboxes): without this, its full
+    # collections grew with that state, 0.8 s of a 50,000-message drain's 4 s of CPU.
+    freeze_startup_heap()
 
     def announce(_message: str) -> None:
         print(f"mock providers listening on http://{host}:{port}", flush=True)
