@@ -688,7 +688,10 @@ class SqliteStore:
             # one read of the due entries with their messages, then their leases, in the
             # writer's transaction (so no other claim can come between the two)
             rows = conn.execute(
-                "SELECT q.message_id, m.tenant_id, m.to_number, m.category, m.rendered,"
+                # the rendered message as UTF-8 bytes, as orjson reads it (as TEXT it was
+                # decoded to a str, then encoded again by orjson: ~1 µs a message)
+                "SELECT q.message_id, m.tenant_id, m.to_number, m.category,"
+                " CAST(m.rendered AS BLOB),"
                 " m.route_pref, q.attempts, m.expires_at, m.status, m.template_id,"
                 " m.template_version, q.stage, q.exclude, q.ref_suffix, m.route, m.provider,"
                 " m.campaign_id, m.timezone, m.policy"

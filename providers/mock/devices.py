@@ -12,6 +12,8 @@ Pure and deterministic, so every process (and every test) agrees on it:
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from providers.mock.state import normalise_number
 from providers.numbers import number_hash
 
@@ -41,6 +43,7 @@ CARRIER_SALT = 1  # h[16:24]
 _MAX_SALT = 6  # the last whole 8-digit slice of 64 hex digits
 
 
+@lru_cache(maxsize=65536)  # each vendor asks about every number
 def vendor_of_hash(h: str) -> str | None:
     """The maker of the phone whose number hashes to ``h``; ``None`` for other brands."""
     bucket = int(h[:8], 16) % 1000
@@ -68,6 +71,7 @@ def carrier_capable(h: str, share: float) -> bool:
     return capable(h, share, CARRIER_SALT)
 
 
+@lru_cache(maxsize=65536)  # a number is hashed by its lookup, then by its submission
 def hash_of_number(raw: str) -> str | None:
     """The hash of ``raw`` once in E.164, or ``None`` when it is not a phone number."""
     number = normalise_number(raw)

@@ -19,6 +19,8 @@ from providers.mock.config import PROVIDERS
 
 E164 = re.compile(r"\+\d{8,15}")
 CN_MOBILE = re.compile(r"1\d{10}")
+DIGITS = re.compile(r"\d{8,15}")
+SEPARATORS = re.compile(r"[\s\-()]")
 
 
 _last_stamp: tuple[int, str] = (0, "")
@@ -43,12 +45,14 @@ def is_e164(number: str) -> bool:
 def normalise_number(raw: str) -> str | None:
     """``raw`` in E.164, or ``None``; accepts ``+86…``, an 11-digit CN mobile, or
     digits whose ``+`` was lost to URL decoding."""
-    number = re.sub(r"[\s\-()]", "", raw)
+    if is_e164(raw):  # the common case: nothing to strip
+        return raw
+    number = SEPARATORS.sub("", raw)
     if is_e164(number):
         return number
     if CN_MOBILE.fullmatch(number):
         return "+86" + number
-    if re.fullmatch(r"\d{8,15}", number):
+    if DIGITS.fullmatch(number):
         return "+" + number
     return None
 
