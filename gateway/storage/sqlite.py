@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Sequence
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -941,6 +942,7 @@ def _apply_submitted(conn: sqlite3.Connection, subs: list[Submitted]) -> None:
     """
     if not subs:
         return
+    subs.sort(key=_by_message_id)  # in key order: one pass over the pages they touch
     conn.executemany(
         "INSERT INTO events (message_id, type, at, data) VALUES (?, 'fallback', ?, ?)",
         [(o.message_id, o.at, dumps(fallback_event(o))) for o in subs if o.fallbacks],
@@ -968,6 +970,9 @@ def _apply_submitted(conn: sqlite3.Connection, subs: list[Submitted]) -> None:
         "INSERT INTO events (message_id, type, at, data) VALUES (?, 'submitted', ?, ?)",
         [(o.message_id, o.at, _submitted_data(o)) for o in subs],
     )
+
+
+_by_message_id = attrgetter("message_id")
 
 
 def _submitted_data(o: Submitted) -> str:
