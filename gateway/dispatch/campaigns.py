@@ -117,6 +117,7 @@ class CampaignRunner(PollingWorker):
         recipients, done = await self._recipients(c)
         now = self._clock.now()
         templates: dict[str, LoadedTemplate | Refused | None] = {}
+        brands: dict[str | None, dict[str, Any]] = {}  # each brand as JSON once a batch
         messages = []
         for r in recipients:
             template_id = choose_variant(c.campaign_id, r.phone, c.body["variants"])
@@ -128,7 +129,7 @@ class CampaignRunner(PollingWorker):
             if isinstance(loaded, Refused):
                 messages.append(self._refused_message(c, r, loaded, now))
             else:
-                messages.append(await self._message(c, r, loaded, now))
+                messages.append(await self._message(c, r, loaded, now, brands))
         cursor = recipients[-1].phone if recipients else c.cursor
         new = await self._audience.fan_out(c.campaign_id, messages, cursor, done, now)
         if new is None:
@@ -187,12 +188,19 @@ class CampaignRunner(PollingWorker):
         )
 
     async def _message(
-        self, c: CampaignRow, r: Recipient, loaded: LoadedTemplate, now: float
+        self,
+        c: CampaignRow,
+        r: Recipient,
+        loaded: LoadedTemplate,
+        now: float,
+        brands: dict[str | None, dict[str, Any]],
     ) -> NewMessage:
         spec = loaded.spec
         context, problems = check_variables(spec.variables, {**r.attrs, **c.body["variables"]})
-        brand = await self._catalog.brand(c.tenant_id, spec.brand_id)
-        brand_info: dict[str, Any] = brand.model_dump(mode="json") if brand else {}
+        brand_info = brands.get(spec.brand_id)
+        if brand_info is None:
+            brand = await self._catalog.brand(c.tenant_id, spec.brand_id)
+            brand_info = brands[spec.brand_id] = brand.model_dump(mode="json") if brand else {}
         links: tuple[Link, ...] = ()
         status: str
         reason: str | None

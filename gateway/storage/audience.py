@@ -22,7 +22,7 @@ from gateway.storage.sqlite import (
     SqliteStore,
     claim_idempotency,
     dumps,
-    insert_message,
+    insert_messages,
 )
 
 
@@ -331,7 +331,7 @@ class SqliteAudience:
             ).fetchone()
             if state != "running":
                 return None
-            new = sum(insert_message(conn, m, skip_existing=True) for m in messages)
+            new = insert_messages(conn, messages, skip_existing=True)
             conn.execute(
                 "UPDATE campaigns SET cursor = ?, targeted = targeted + ?, fanned_out = ?,"
                 " updated_at = ? WHERE campaign_id = ?",

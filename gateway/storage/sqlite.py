@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Sequence
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -795,49 +795,77 @@ def insert_message(conn: sqlite3.Connection, m: NewMessage, *, skip_existing: bo
     """One message with its links and its queue entry (or its first event, if it was born
     failed or suppressed). With ``skip_existing``, a message the database refuses as a
     repeat (one per campaign and recipient) is skipped: answers whether it was new."""
-    inserted = conn.execute(
+    return insert_messages(conn, (m,), skip_existing=skip_existing) == 1
+
+
+def insert_messages(
+    conn: sqlite3.Connection, messages: Sequence[NewMessage], *, skip_existing: bool = False
+) -> int:
+    """Messages as ``insert_message`` stores each; answers how many were new.
+
+    The messages go in one by one (each may be refused as a repeat); their links, first
+    events and queue entries then go in one statement each, the links in token order: a
+    link's token is random, and a campaign batch's thousand links written in the order of
+    their messages touched a thousand places of the links' index, in key order one pass.
+    """
+    sql = (
         "INSERT INTO messages (message_id, tenant_id, to_number, status, reason, category,"
         " route_pref, template_id, template_version, campaign_id, client_ref, rendered,"
         " created_at, updated_at, expires_at, timezone, policy)"
         " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-        + (" ON CONFLICT DO NOTHING" if skip_existing else ""),
-        (
-            m.id,
-            m.tenant_id,
-            m.to,
-            m.status,
-            m.reason,
-            m.category,
-            ",".join(m.route_pref),
-            m.template_id,
-            m.template_version,
-            m.campaign_id,
-            m.client_ref,
-            dumps(m.rendered.as_dict()),
-            m.created_at,
-            m.created_at,
-            m.expires_at,
-            m.timezone,
-            dumps(m.policy) if m.policy else None,
-        ),
-    ).rowcount
-    if not inserted:
-        return False
-    if m.links:
+        + (" ON CONFLICT DO NOTHING" if skip_existing else "")
+    )
+    links: list[tuple[str, str, str, str, str, str]] = []
+    events: list[tuple[str, str, float, str]] = []
+    queued: list[tuple[str, float]] = []
+    new = 0
+    for m in messages:
+        inserted = conn.execute(
+            sql,
+            (
+                m.id,
+                m.tenant_id,
+                m.to,
+                m.status,
+                m.reason,
+                m.category,
+                ",".join(m.route_pref),
+                m.template_id,
+                m.template_version,
+                m.campaign_id,
+                m.client_ref,
+                dumps(m.rendered.as_dict()),
+                m.created_at,
+                m.created_at,
+                m.expires_at,
+                m.timezone,
+                dumps(m.policy) if m.policy else None,
+            ),
+        ).rowcount
+        if not inserted:
+            continue
+        new += 1
+        links += [(k.token, m.tenant_id, m.id, k.button, k.label, k.url) for k in m.links]
+        # Every message starts with an implicit "accepted" event at created_at (see
+        # get_message); only a message born in another status stores a first event.
+        if m.status != Status.ACCEPTED:
+            events.append((m.id, m.status, m.created_at, dumps(_compact({"reason": m.reason}))))
+        if m.status in (Status.ACCEPTED, Status.DEFERRED):
+            queued.append((m.id, m.due_at))
+    if links:
+        links.sort(key=_first)
         conn.executemany(
             "INSERT INTO links (token, tenant_id, message_id, button, label, url)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            [(k.token, m.tenant_id, m.id, k.button, k.label, k.url) for k in m.links],
+            links,
         )
-    # Every message starts with an implicit "accepted" event at created_at (see
-    # get_message); only a message born in another status stores a first event.
-    if m.status != Status.ACCEPTED:
-        _event(conn, m.id, m.status, m.created_at, reason=m.reason)
-    if m.status in (Status.ACCEPTED, Status.DEFERRED):
-        conn.execute(
-            "INSERT INTO dispatch_queue (message_id, due_at) VALUES (?, ?)", (m.id, m.due_at)
+    if events:
+        conn.executemany(
+            "INSERT INTO events (message_id, type, at, data) VALUES (?, ?, ?, ?)", events
         )
-    return True
+    if queued:
+        conn.executemany("INSERT INTO dispatch_queue (message_id, due_at) VALUES (?, ?)", queued)
+    return new
 
 
 def _event(conn: sqlite3.Connection, message_id: str, type_: str, at: float, **data: Any) -> None:
@@ -973,6 +1001,7 @@ def _apply_submitted(conn: sqlite3.Connection, subs: list[Submitted]) -> None:
 
 
 _by_message_id = attrgetter("message_id")
+_first = itemgetter(0)
 
 
 def _submitted_data(o: Submitted) -> str:
@@ -1138,16 +1167,19 @@ def _apply_reports(
             )
         )
         results.append(ReportResult(r.message_id, True, status.value, tenant_id))
+    # each statement in key order: one pass over the pages it touches (see _apply_submitted);
+    # a message's own events keep their order (the sort is stable)
     conn.executemany(
         "UPDATE messages SET status = ?, updated_at = ?, reason = coalesce(?, reason),"
         " provider = coalesce(provider, ?), provider_ref = coalesce(provider_ref, ?),"
         " reports = ? WHERE message_id = ?",
-        [(*u, seen_now[mid][7], mid) for mid, u in updates.items()],
+        [(*u, seen_now[mid][7], mid) for mid, u in sorted(updates.items())],
     )
     conn.executemany(  # the bits of the reports that moved no status (displayed, reroutes…)
         "UPDATE messages SET reports = ? WHERE message_id = ?",
-        [(row[7], mid) for mid, row in seen_now.items() if mid not in updates],
+        [(row[7], mid) for mid, row in sorted(seen_now.items()) if mid not in updates],
     )
-    conn.executemany("DELETE FROM dispatch_queue WHERE message_id = ?", dequeue)
+    conn.executemany("DELETE FROM dispatch_queue WHERE message_id = ?", sorted(dequeue))
+    events.sort(key=_first)
     conn.executemany("INSERT INTO events (message_id, type, at, data) VALUES (?, ?, ?, ?)", events)
     return results
