@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from gateway.app import create_app
 from gateway.clock import from_rfc3339
 from gateway.errors import PermanentProviderError, RetryableProviderError
@@ -128,3 +132,56 @@ async def test_outbox_survives_a_restart(make_gateway: GatewayFactory, aiohttp_c
     sent = {s.message_id for s in gw.providers["cmcc"].submitted}
     assert sent == {first, second}
     await client.close()
+
+
+async def test_a_claim_records_its_outcomes_in_one_write(gw: Gateway) -> None:
+    """The batches of one claim, to several providers, are recorded together (one write in
+    key order, not one per batch), and every message's outcome is in it."""
+    ids = [await gw.send(to=f"{prefix}{i:08d}") for prefix in ("138", "130", "189") for i in (1, 2)]
+    store = gw.services.store
+    writes: list[int] = []
+    record = store.record_outcomes
+
+    async def counting(outcomes):  # type: ignore[no-untyped-def]
+        writes.append(len(outcomes))
+        await record(outcomes)
+
+    store.record_outcomes = counting  # type: ignore[method-assign]
+    assert await gw.services.dispatcher.run_once() == 6
+    assert writes == [6]
+    assert {(await gw.message(i))["status"] for i in ids} == {"submitted"}
+
+
+async def test_a_cancelled_round_records_what_was_sent(gw: Gateway) -> None:
+    """A round cancelled while one provider hangs (a stop that could not wait) still records
+    the batches that went; the others stay queued and go in a later round."""
+    fast = await gw.send(to="13800000001")  # China Mobile
+    slow = await gw.send(to="13000000001")  # China Unicom, which hangs
+    release = asyncio.Event()
+    cucc = gw.providers["cucc"]
+    submit = cucc.submit
+
+    async def hanging(batch, callback_url):  # type: ignore[no-untyped-def]
+        await release.wait()
+        return await submit(batch, callback_url)
+
+    cucc.submit = hanging  # type: ignore[method-assign]
+    dispatcher = gw.services.dispatcher
+    task = asyncio.create_task(dispatcher.run_once())
+    for _ in range(200):
+        if gw.providers["cmcc"].submitted:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (await gw.message(fast))["status"] == "submitted"
+    assert (await gw.message(slow))["status"] == "accepted"  # leased, not lost
+
+    cucc.submit = submit  # type: ignore[method-assign]
+    release.set()
+    assert await dispatcher.run_once() == 0  # its lease holds it until it runs out
+    gw.clock.advance(gw.services.settings.dispatch_lease_s + 1)
+    assert await dispatcher.run_once() == 1
+    assert (await gw.message(slow))["status"] == "submitted"
+    assert [s.message_id for s in gw.providers["cmcc"].submitted] == [fast]
