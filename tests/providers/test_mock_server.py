@@ -245,6 +245,16 @@ async def test_malformed_body_is_refused(mock, signed) -> None:
     assert (await client.post(BATCH, data=body, headers=headers)).status == 400
 
 
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b""])
+async def test_signed_body_that_is_not_a_json_object_is_refused(mock, cmcc_secret, raw) -> None:
+    """A correctly signed body that is not JSON, or not an object, is a 400 saying so."""
+    client = await mock()
+    headers = {"Content-Type": "application/json", "X-Signature": sign(cmcc_secret, raw)}
+    resp = await client.post(BATCH, data=raw, headers=headers)
+    assert resp.status == 400
+    assert (await resp.json())["error"]
+
+
 async def test_unknown_carrier_is_404(mock, signed, sink) -> None:
     """Only the three carriers have an SMS API."""
     client = await mock()
