@@ -22,6 +22,7 @@ __all__ = [
     "VENDOR_BUCKETS",
     "VENDOR_SALT",
     "capable",
+    "card_vendor",
     "carrier_capable",
     "hash_of_number",
     "number_hash",
@@ -63,7 +64,15 @@ def capable(h: str, share: float, salt: int = VENDOR_SALT) -> bool:
 
 def shows_vendor_cards(h: str, vendor: str, share: float) -> bool:
     """Whether the phone is ``vendor``'s and can show its cards (``share``: its capability)."""
-    return vendor_of_hash(h) == vendor and capable(h, share, VENDOR_SALT)
+    return card_vendor(h, share) == vendor
+
+
+@lru_cache(maxsize=65536)  # five vendors ask about every number, most with one share
+def card_vendor(h: str, share: float) -> str | None:
+    """The maker of the phone hashing to ``h`` if it is among the ``share`` that show its
+    cards, else ``None``: one answer for all five vendors' lookups of the number."""
+    vendor = vendor_of_hash(h)
+    return vendor if vendor is not None and capable(h, share, VENDOR_SALT) else None
 
 
 def carrier_capable(h: str, share: float) -> bool:
