@@ -17,6 +17,7 @@ import gc
 
 
 def freeze_startup_heap() -> None:
+    """Collects once, freezes what is left, and sets the thresholds (see the module doc)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(700, 10, 1000)

@@ -66,6 +66,11 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+# sort keys for writing rows in key order (one pass over the pages they touch)
+_by_message_id = attrgetter("message_id")
+_first = itemgetter(0)
+
+
 _REVIEW_COLUMNS = (
     "tenant_id, template_id, version, vendor, state, reason, review_id, attempts, next_at,"
     " updated_at"
@@ -804,9 +809,9 @@ def insert_messages(
     """Messages as ``insert_message`` stores each; answers how many were new.
 
     The messages go in one by one (each may be refused as a repeat); their links, first
-    events and queue entries then go in one statement each, the links in token order: a
-    link's token is random, and a campaign batch's thousand links written in the order of
-    their messages touched a thousand places of the links' index, in key order one pass.
+    events and queue entries then go in one statement each, the links in token order (their
+    tokens are random: sorted, the index is walked once, though each link still dirties a
+    page of its own).
     """
     sql = (
         "INSERT INTO messages (message_id, tenant_id, to_number, status, reason, category,"
@@ -998,10 +1003,6 @@ def _apply_submitted(conn: sqlite3.Connection, subs: list[Submitted]) -> None:
         "INSERT INTO events (message_id, type, at, data) VALUES (?, 'submitted', ?, ?)",
         [(o.message_id, o.at, _submitted_data(o)) for o in subs],
     )
-
-
-_by_message_id = attrgetter("message_id")
-_first = itemgetter(0)
 
 
 def _submitted_data(o: Submitted) -> str:
