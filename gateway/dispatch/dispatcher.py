@@ -62,6 +62,8 @@ log = get_logger("gateway.dispatch")
 RICH = frozenset(RICH_ROUTES)
 # retryable failures that say the provider did not take the batch (held here, or refused)
 _UNSENT = frozenset({"rate_limited", "circuit_open"})
+# how long a stop waits for the rounds it cancelled to record what they had sent
+_RECORD_ON_CANCEL_S = 5.0
 _NOTHING: frozenset[str] = frozenset()
 
 
@@ -144,6 +146,8 @@ class Dispatcher:
             done, pending = await asyncio.wait(self._inflight, timeout=timeout_s)
             for task in pending:
                 task.cancel()
+            if pending:  # a cancelled round records what it sent, while the store is open
+                await asyncio.wait(pending, timeout=_RECORD_ON_CANCEL_S)
             log.info("dispatcher_drained", finished=len(done), abandoned=len(pending))
 
     # provider state ------------------------------------------------------------------------
@@ -263,26 +267,40 @@ class Dispatcher:
         # The claim's outcomes are recorded in one write, not one per provider batch:
         # a claim's batches interleave over the same pages of `messages`, and writing
         # them in one pass, in key order, cost ~16 µs a message where a write per batch
-        # cost ~24 (measured on the drain's database). What was sent is recorded even if
-        # the round is cancelled (a stop that could not wait for a slow provider).
+        # cost ~24 (measured on the drain's database). A batch still out at half the
+        # lease does not hold back what went before it: that is recorded then, long
+        # before its leases run out. What was sent is recorded even if the round is
+        # cancelled (a stop that could not wait for a slow provider, see ``stop``).
         sent: list[Outcome] = []
 
         async def submit(name: str, route: str, items: list[_Planned]) -> None:
             sent.extend(await self._submit(name, route, items))
 
-        jobs = []
+        tasks: list[asyncio.Future[None]] = []
         for (name, route), items in groups.items():
             size = self._providers[name].max_batch
             for start in range(0, len(items), size):
-                jobs.append(submit(name, route, items[start : start + size]))
+                part = items[start : start + size]
+                tasks.append(asyncio.ensure_future(submit(name, route, part)))
         try:
-            for done in await asyncio.gather(*jobs, return_exceptions=True):
-                if isinstance(done, Exception):  # a bug: its leases run out, never lost
-                    log.error("dispatch_batch_failed", error=repr(done))
+            if tasks:
+                _, slow = await asyncio.wait(tasks, timeout=self._settings.dispatch_lease_s / 2)
+                if slow:
+                    early = sent[:]
+                    sent.clear()
+                    if early:
+                        await asyncio.shield(self._record(early))
+                    await asyncio.wait(slow)
+            for task in tasks:
+                error = None if task.cancelled() else task.exception()
+                if error is not None:  # a bug: its messages' leases run out, never lost
+                    log.error("dispatch_batch_failed", error=repr(error))
         finally:
+            for task in tasks:
+                task.cancel()  # only those still out: this round itself was cancelled
             try:
-                if sent:
-                    await self._record(sent)
+                if sent:  # shielded: a stop that cancels the round mid-write does not undo it
+                    await asyncio.shield(self._record(sent))
             finally:
                 if self.policy is not None and reserved:
                     self.policy.release(reserved)

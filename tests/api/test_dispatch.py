@@ -185,3 +185,65 @@ async def test_a_cancelled_round_records_what_was_sent(gw: Gateway) -> None:
     assert await dispatcher.run_once() == 1
     assert (await gw.message(slow))["status"] == "submitted"
     assert [s.message_id for s in gw.providers["cmcc"].submitted] == [fast]
+
+
+def _hang(provider):  # type: ignore[no-untyped-def]
+    """Makes ``provider`` hold every batch until the returned event is set."""
+    release = asyncio.Event()
+    submit = provider.submit
+
+    async def hanging(batch, callback_url):  # type: ignore[no-untyped-def]
+        await release.wait()
+        return await submit(batch, callback_url)
+
+    provider.submit = hanging
+    return release
+
+
+async def _until(check, seconds: float = 3.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(seconds / 0.01)):
+        if await check():
+            return
+    raise AssertionError("not reached in time")  # pragma: no cover
+
+
+async def test_a_stop_records_what_a_hanging_round_sent(gw: Gateway) -> None:
+    """A stop that cannot wait for a hanging provider cancels the round, and the round still
+    records the batches that went, before the store closes."""
+    fast = await gw.send(to="13800000001")
+    slow = await gw.send(to="13000000001")
+    _hang(gw.providers["cucc"])
+    dispatcher = gw.services.dispatcher
+    await dispatcher.start()
+
+    async def sent() -> bool:
+        await asyncio.sleep(0.01)
+        return bool(gw.providers["cmcc"].submitted)
+
+    await _until(sent)
+    await dispatcher.stop(timeout_s=0.05)
+    assert (await gw.message(fast))["status"] == "submitted"
+    assert (await gw.message(slow))["status"] == "accepted"
+
+
+async def test_a_slow_batch_does_not_hold_back_the_claims_other_outcomes(
+    make_gateway: GatewayFactory,
+) -> None:
+    """What went is recorded by half the lease even while another batch of the claim is
+    still out, so a slow provider cannot let the others' leases run out unrecorded."""
+    gw = await make_gateway(dispatch_lease_s=0.2)
+    fast = await gw.send(to="13800000001")
+    slow = await gw.send(to="13000000001")
+    release = _hang(gw.providers["cucc"])
+    task = asyncio.create_task(gw.services.dispatcher.run_once())
+
+    async def recorded() -> bool:
+        await asyncio.sleep(0.01)
+        return bool((await gw.message(fast))["status"] == "submitted")
+
+    await _until(recorded)
+    assert not task.done()
+    assert (await gw.message(slow))["status"] == "accepted"
+    release.set()
+    assert await task == 2
+    assert (await gw.message(slow))["status"] == "submitted"
