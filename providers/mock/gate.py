@@ -67,9 +67,12 @@ async def admit(
     if not verify(rt.secret(provider), raw, request.headers.get("X-Signature")):
         return error(401, "bad signature")
     try:  # orjson, then the model: half the cost of pydantic's own JSON parse of a batch
-        body = model.model_validate(orjson.loads(raw))
-    except orjson.JSONDecodeError as exc:
-        return error(400, f"invalid JSON: {exc}")
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:  # not JSON, or JSON orjson refuses (NaN, Infinity):
+            body = model.model_validate_json(raw)  # pydantic's parser, which said before
+        else:
+            body = model.model_validate(parsed)  # (an integer past 64 bits becomes a float)
     except ValidationError as exc:
         return error(400, describe(exc))
 
