@@ -1,0 +1,61 @@
+"""Storing a campaign batch: one message per campaign and recipient, whatever is sent twice."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from gateway.domain.messages import Link, NewMessage, Rendered, Status
+from gateway.ids import new_id
+from gateway.storage.sqlite import SqliteStore, insert_messages
+
+NOW = 1_795_000_000.0
+
+
+def _message(to: str, token: str, status: str = Status.ACCEPTED) -> NewMessage:
+    return NewMessage(
+        id=new_id(int(NOW * 1000)),
+        tenant_id="bank_a",
+        to=to,
+        category="marketing",
+        template_id="fund_due",
+        template_version=1,
+        rendered=Rendered("hi", None),
+        created_at=NOW,
+        due_at=NOW,
+        expires_at=NOW + 3600,
+        campaign_id="cmp_1",
+        status=status,
+        reason="render_error" if status == Status.FAILED else None,
+        links=(Link(token, "https://bank.example/fund", "buttons.0", "查看"),),
+    )
+
+
+async def test_a_repeat_is_skipped_with_its_links_and_queue_entry(tmp_path: Path) -> None:
+    """A recipient who has the campaign's message already gets no second one: not counted,
+    no second link, no second queue entry; the rest of the batch goes in, a message born
+    failed with its first event and no queue entry."""
+    store = SqliteStore(tmp_path / "gateway.db")
+    await store.open()
+    try:
+        first = _message("+8613800000001", "tokAAAAAAAA")
+        assert await store.writer.run(lambda c: insert_messages(c, [first], skip_existing=True)) == 1
+        again = _message("+8613800000001", "tokBBBBBBBB")
+        other = _message("+8613800000002", "tokCCCCCCCC")
+        failed = _message("+8613800000003", "tokDDDDDDDD", Status.FAILED)
+        batch = [again, other, failed]
+        assert await store.writer.run(lambda c: insert_messages(c, batch, skip_existing=True)) == 2
+    finally:
+        await store.close()
+    conn = sqlite3.connect(tmp_path / "gateway.db")
+    try:
+        messages = {r[0] for r in conn.execute("SELECT message_id FROM messages")}
+        queued = {r[0] for r in conn.execute("SELECT message_id FROM dispatch_queue")}
+        tokens = {r[0] for r in conn.execute("SELECT token FROM links")}
+        events = conn.execute("SELECT message_id, type, data FROM events").fetchall()
+    finally:
+        conn.close()
+    assert messages == {first.id, other.id, failed.id}
+    assert queued == {first.id, other.id}
+    assert tokens == {"tokAAAAAAAA", "tokCCCCCCCC", "tokDDDDDDDD"}
+    assert events == [(failed.id, "failed", '{"reason":"render_error"}')]
