@@ -62,8 +62,10 @@ log = get_logger("gateway.dispatch")
 RICH = frozenset(RICH_ROUTES)
 # retryable failures that say the provider did not take the batch (held here, or refused)
 _UNSENT = frozenset({"rate_limited", "circuit_open"})
-# how long a stop waits for the rounds it cancelled to record what they had sent
+# how long a stop waits for the rounds it cancelled to record what they had sent, and how
+# long such a round waits for its batches to take their cancel
 _RECORD_ON_CANCEL_S = 5.0
+_CANCEL_GRACE_S = 1.0
 _NOTHING: frozenset[str] = frozenset()
 
 
@@ -264,13 +266,20 @@ class Dispatcher:
                 immediate.append(item)
         if immediate:
             await self._record(immediate)
-        # The claim's outcomes are recorded in one write, not one per provider batch:
-        # a claim's batches interleave over the same pages of `messages`, and writing
-        # them in one pass, in key order, cost ~16 µs a message where a write per batch
-        # cost ~24 (measured on the drain's database). A batch still out at half the
-        # lease does not hold back what went before it: that is recorded then, long
-        # before its leases run out. What was sent is recorded even if the round is
-        # cancelled (a stop that could not wait for a slow provider, see ``stop``).
+        await self._submit_claim(groups, reserved)
+
+    async def _submit_claim(
+        self, groups: Mapping[tuple[str, str], list[_Planned]], reserved: list[QueuedMessage]
+    ) -> None:
+        """Submits a claim's provider batches concurrently and records their outcomes.
+
+        In one write, not one per batch: a claim's batches interleave over the same pages of
+        `messages`, and writing them in one pass, in key order, cost ~16 µs a message where
+        a write per batch cost ~24 (measured on the drain's database). A batch still out at
+        half the lease does not hold back what went before it: that is recorded then, long
+        before its leases run out. What was sent is recorded even if the round is cancelled
+        (a stop that could not wait for a slow provider, see ``stop``).
+        """
         sent: list[Outcome] = []
 
         async def submit(name: str, route: str, items: list[_Planned]) -> None:
@@ -286,24 +295,36 @@ class Dispatcher:
             if tasks:
                 _, slow = await asyncio.wait(tasks, timeout=self._settings.dispatch_lease_s / 2)
                 if slow:
-                    early = sent[:]
-                    sent.clear()
-                    if early:
-                        await asyncio.shield(self._record(early))
+                    await self._record_sent(sent, reserved)
                     await asyncio.wait(slow)
+        finally:
+            out = [task for task in tasks if not task.done()]
+            for task in out:  # only when this round itself was cancelled
+                task.cancel()
+            if out:  # a batch that ignores its cancel still gets its outcomes recorded
+                await asyncio.wait(out, timeout=_CANCEL_GRACE_S)
             for task in tasks:
-                error = None if task.cancelled() else task.exception()
+                error = None if not task.done() or task.cancelled() else task.exception()
                 if error is not None:  # a bug: its messages' leases run out, never lost
                     log.error("dispatch_batch_failed", error=repr(error))
-        finally:
-            for task in tasks:
-                task.cancel()  # only those still out: this round itself was cancelled
             try:
-                if sent:  # shielded: a stop that cancels the round mid-write does not undo it
-                    await asyncio.shield(self._record(sent))
+                await self._record_sent(sent, reserved)
             finally:
                 if self.policy is not None and reserved:
                     self.policy.release(reserved)
+
+    async def _record_sent(self, sent: list[Outcome], reserved: list[QueuedMessage]) -> None:
+        """Records, and takes out of ``sent``, the outcomes collected so far: shielded, so a
+        cancel that lands mid-write does not undo it. Their recipients' cap reservations
+        are released once the database counts them."""
+        if not sent:
+            return
+        done = sent[:]
+        sent.clear()
+        await asyncio.shield(self._record(done))
+        if self.policy is not None and reserved:
+            ids = {o.message_id for o in done}
+            self.policy.release([q for q in reserved if q.id in ids])
 
     async def _plan(
         self, messages: Sequence[QueuedMessage], now: float

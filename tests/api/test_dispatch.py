@@ -247,3 +247,34 @@ async def test_a_slow_batch_does_not_hold_back_the_claims_other_outcomes(
     release.set()
     assert await task == 2
     assert (await gw.message(slow))["status"] == "submitted"
+
+
+async def test_a_round_cancelled_while_it_records_still_records_once(gw: Gateway) -> None:
+    """A cancel that lands while a round writes its outcomes does not undo the write (a stop
+    cancelling a round mid-write), nor make it write them twice."""
+    message_id = await gw.send(to="13800000001")
+    store = gw.services.store
+    record = store.record_outcomes
+    entered, release = asyncio.Event(), asyncio.Event()
+    writes: list[int] = []
+
+    async def held(outcomes):  # type: ignore[no-untyped-def]
+        writes.append(len(outcomes))
+        entered.set()
+        await release.wait()
+        await record(outcomes)
+
+    store.record_outcomes = held  # type: ignore[method-assign]
+    task = asyncio.create_task(gw.services.dispatcher.run_once())
+    await asyncio.wait_for(entered.wait(), 3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+
+    async def submitted() -> bool:
+        await asyncio.sleep(0.01)
+        return bool((await gw.message(message_id))["status"] == "submitted")
+
+    await _until(submitted)
+    assert writes == [1]
