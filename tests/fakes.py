@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ SECRET = b"test-secret"
 
 @dataclass
 class FakeProvider:
-    """A provider that records submissions; ``fail_next`` raises errors for the next batches."""
+    """A provider that records submissions; ``fail_next`` raises errors for the next batches;
+    while ``hold`` is an unset event, every batch waits for it (a provider that hangs)."""
 
     name: str
     routes: frozenset[RouteKind] = frozenset({"sms"})
@@ -34,9 +36,12 @@ class FakeProvider:
     reject: dict[str, ProviderError] = field(default_factory=dict)
     delivered: set[str] = field(default_factory=set)
     recalled: set[str] = field(default_factory=set)
+    hold: asyncio.Event | None = None
 
     async def submit(self, batch: Sequence[Submission], callback_url: str) -> list[SubmitOutcome]:
         assert len(batch) <= self.max_batch
+        if self.hold is not None:
+            await self.hold.wait()
         if self.fail_next:
             raise self.fail_next.pop(0)
         self.callbacks.append(callback_url)

@@ -157,15 +157,7 @@ async def test_a_cancelled_round_records_what_was_sent(gw: Gateway) -> None:
     the batches that went; the others stay queued and go in a later round."""
     fast = await gw.send(to="13800000001")  # China Mobile
     slow = await gw.send(to="13000000001")  # China Unicom, which hangs
-    release = asyncio.Event()
-    cucc = gw.providers["cucc"]
-    submit = cucc.submit
-
-    async def hanging(batch, callback_url):  # type: ignore[no-untyped-def]
-        await release.wait()
-        return await submit(batch, callback_url)
-
-    cucc.submit = hanging  # type: ignore[method-assign]
+    release = gw.providers["cucc"].hold = asyncio.Event()
     dispatcher = gw.services.dispatcher
     task = asyncio.create_task(dispatcher.run_once())
     for _ in range(200):
@@ -178,26 +170,12 @@ async def test_a_cancelled_round_records_what_was_sent(gw: Gateway) -> None:
     assert (await gw.message(fast))["status"] == "submitted"
     assert (await gw.message(slow))["status"] == "accepted"  # leased, not lost
 
-    cucc.submit = submit  # type: ignore[method-assign]
     release.set()
     assert await dispatcher.run_once() == 0  # its lease holds it until it runs out
     gw.clock.advance(gw.services.settings.dispatch_lease_s + 1)
     assert await dispatcher.run_once() == 1
     assert (await gw.message(slow))["status"] == "submitted"
     assert [s.message_id for s in gw.providers["cmcc"].submitted] == [fast]
-
-
-def _hang(provider):  # type: ignore[no-untyped-def]
-    """Makes ``provider`` hold every batch until the returned event is set."""
-    release = asyncio.Event()
-    submit = provider.submit
-
-    async def hanging(batch, callback_url):  # type: ignore[no-untyped-def]
-        await release.wait()
-        return await submit(batch, callback_url)
-
-    provider.submit = hanging
-    return release
 
 
 async def _until(check, seconds: float = 3.0) -> None:  # type: ignore[no-untyped-def]
@@ -212,7 +190,7 @@ async def test_a_stop_records_what_a_hanging_round_sent(gw: Gateway) -> None:
     records the batches that went, before the store closes."""
     fast = await gw.send(to="13800000001")
     slow = await gw.send(to="13000000001")
-    _hang(gw.providers["cucc"])
+    gw.providers["cucc"].hold = asyncio.Event()
     dispatcher = gw.services.dispatcher
     await dispatcher.start()
 
@@ -234,7 +212,7 @@ async def test_a_slow_batch_does_not_hold_back_the_claims_other_outcomes(
     gw = await make_gateway(dispatch_lease_s=0.2)
     fast = await gw.send(to="13800000001")
     slow = await gw.send(to="13000000001")
-    release = _hang(gw.providers["cucc"])
+    release = gw.providers["cucc"].hold = asyncio.Event()
     task = asyncio.create_task(gw.services.dispatcher.run_once())
 
     async def recorded() -> bool:
