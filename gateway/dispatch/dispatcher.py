@@ -295,7 +295,11 @@ class Dispatcher:
             if tasks:
                 _, slow = await asyncio.wait(tasks, timeout=self._settings.dispatch_lease_s / 2)
                 if slow:
-                    await self._record_sent(sent, reserved)
+                    early = await self._record_sent(sent)
+                    if self.policy is not None and reserved and early:
+                        # the database counts these for their caps now, not the policy
+                        ids = {o.message_id for o in early}
+                        self.policy.release([q for q in reserved if q.id in ids])
                     await asyncio.wait(slow)
         finally:
             out = [task for task in tasks if not task.done()]
@@ -308,23 +312,19 @@ class Dispatcher:
                 if error is not None:  # a bug: its messages' leases run out, never lost
                     log.error("dispatch_batch_failed", error=repr(error))
             try:
-                await self._record_sent(sent, reserved)
+                await self._record_sent(sent)
             finally:
                 if self.policy is not None and reserved:
                     self.policy.release(reserved)
 
-    async def _record_sent(self, sent: list[Outcome], reserved: list[QueuedMessage]) -> None:
-        """Records, and takes out of ``sent``, the outcomes collected so far: shielded, so a
-        cancel that lands mid-write does not undo it. Their recipients' cap reservations
-        are released once the database counts them."""
-        if not sent:
-            return
+    async def _record_sent(self, sent: list[Outcome]) -> list[Outcome]:
+        """Records, and takes out of ``sent``, the outcomes collected so far (answered):
+        shielded, so a cancel that lands mid-write does not undo it."""
         done = sent[:]
         sent.clear()
-        await asyncio.shield(self._record(done))
-        if self.policy is not None and reserved:
-            ids = {o.message_id for o in done}
-            self.policy.release([q for q in reserved if q.id in ids])
+        if done:
+            await asyncio.shield(self._record(done))
+        return done
 
     async def _plan(
         self, messages: Sequence[QueuedMessage], now: float

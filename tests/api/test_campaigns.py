@@ -446,6 +446,33 @@ async def test_cap_holds_across_concurrent_batches(gw: Gateway) -> None:
     assert statuses == ["submitted", "suppressed"]
 
 
+async def test_what_a_slow_round_recorded_early_counts_once_for_a_cap(
+    make_gateway: GatewayFactory,
+) -> None:
+    """A round that records what went at half its lease (one of its providers hangs) hands
+    those sends' cap counting to the database at once: a second round meanwhile counts each
+    of them once, not also as still on its way."""
+    gw = await make_gateway(dispatch_lease_s=0.2)
+    await gw.client.put(
+        "/v1/settings", json={"frequency_cap": {"max": 2, "per_hours": 24}}, headers=gw.auth()
+    )
+    first = await gw.send(to="13812345678")  # China Mobile
+    await gw.send(to="13000000001")  # China Unicom, which hangs
+    release = gw.providers["cucc"].hold = asyncio.Event()
+    dispatcher = gw.services.dispatcher
+    slow_round = asyncio.create_task(dispatcher.run_once())
+    for _ in range(300):
+        if (await gw.message(first))["status"] == "submitted":
+            break
+        await asyncio.sleep(0.01)
+    assert not slow_round.done()
+    second = await gw.send(to="13812345678")  # the cap's second send to this number
+    assert await dispatcher.run_once() == 1
+    assert (await gw.message(second))["status"] == "submitted"
+    release.set()
+    assert await slow_round == 2
+
+
 async def test_ops_key_sees_campaign_recipients_masked(gw: Gateway) -> None:
     """A campaign's explicit recipient list is masked for the ops role."""
     resp = await gw.client.post(
