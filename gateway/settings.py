@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         default_factory=dict, description='per provider, e.g. {"cmcc": 200}'
     )
     capability_ttl_s: float = 86400.0
+    capability_cache_entries: int = Field(
+        default=100_000,
+        ge=1,
+        description="numbers whose capability is kept (~130 bytes each); the oldest go first",
+    )
 
     idempotency_ttl_s: float = 48 * 3600
     checkpoint_interval_s: float = 1.0

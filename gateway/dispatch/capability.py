@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from itertools import islice
 from typing import Any
 
 from gateway.clock import Clock
@@ -36,15 +37,16 @@ class CapabilityCache:
         *,
         ttl_s: float = 86400.0,
         failure_ttl_s: float = 60.0,
-        max_entries: int = 200_000,
+        max_entries: int = 100_000,
     ) -> None:
         self._providers = providers
         self._clock = clock
         self._ttl_s = ttl_s
         self._failure_ttl_s = failure_ttl_s
         self._max = max_entries
-        # bounded: a million-recipient campaign must not keep a million answers in memory;
-        # number → (expiry in whole seconds << _BITS) | the capability's code
+        # bounded: a million-recipient campaign must not keep a million answers in memory
+        # (~130 bytes an entry with its number); number → (expiry in whole seconds << _BITS)
+        # | the capability's code, in the order answered (the oldest go first when full)
         self._cache: dict[str, int] = {}
         self.lookups = 0
 
@@ -65,8 +67,7 @@ class CapabilityCache:
         if not missing:
             return out
         vendor_answers, carrier_answers, failed = await self._lookup(missing)
-        if len(self._cache) + len(missing) > self._max:
-            self._cache.clear()
+        self._make_room(len(missing))
         vendor_of: dict[str, str] = {}  # the first vendor, in VENDORS' order, that can show it
         for v in VENDORS:
             for number, capable in vendor_answers.get(v, {}).items():
@@ -80,6 +81,16 @@ class CapabilityCache:
             self._cache[number] = int(now + ttl) << _BITS | _CODE[capability]
             out[number] = capability
         return out
+
+    def _make_room(self, coming: int) -> None:
+        """Drops the oldest answers (and a tenth more, so this is not done every round)
+        when ``coming`` new ones would pass the bound: the table keeps its size, where
+        starting afresh made a campaign ask again about every number it had just asked."""
+        over = len(self._cache) + coming - self._max
+        if over <= 0:
+            return
+        for number in list(islice(self._cache, over + self._max // 10)):
+            del self._cache[number]
 
     async def _lookup(
         self, missing: Mapping[str, str | None]

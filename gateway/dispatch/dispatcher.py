@@ -111,7 +111,12 @@ class Dispatcher:
         self._metrics = metrics
         self.approvals: Approvals = approvals or NoApprovals()
         self.policy: SendPolicy | None = None
-        self.capabilities = CapabilityCache(providers, clock, ttl_s=settings.capability_ttl_s)
+        self.capabilities = CapabilityCache(
+            providers,
+            clock,
+            ttl_s=settings.capability_ttl_s,
+            max_entries=settings.capability_cache_entries,
+        )
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._stopping = False

@@ -59,6 +59,18 @@ async def test_forget_and_the_bound() -> None:
     cache.forget(A)
     await cache.resolve({A: None})
     assert len(huawei.asked) == 2
-    await cache.resolve({B: None})  # over the bound: the cache starts afresh
+    await cache.resolve({B: None})  # over the bound: A, the oldest, makes room
     await cache.resolve({A: None})
     assert len(huawei.asked) == 4
+
+
+async def test_the_oldest_answers_go_first_when_full() -> None:
+    numbers = [f"+86138000001{i:02d}" for i in range(30)]
+    cache, huawei, _ = _cache(max_entries=20)
+    await cache.resolve(dict.fromkeys(numbers[:10]))
+    await cache.resolve(dict.fromkeys(numbers[10:20]))
+    assert len(huawei.asked) == 2
+    await cache.resolve(dict.fromkeys(numbers[20:25]))  # 5 over: the 5 oldest and 2 more go
+    huawei.asked.clear()
+    await cache.resolve(dict.fromkeys(numbers[:25]))
+    assert huawei.asked == [numbers[:7]]  # the newer answers were kept, not all dropped
