@@ -18,6 +18,7 @@ from gateway.domain.phones import InvalidNumber, to_e164
 from gateway.domain.segments import RuleError, parse_rule, valid_attr_name
 from gateway.domain.windows import parse_hhmm, zone
 from gateway.errors import FieldError, InvalidInput, NotFound
+from gateway.heap import return_free_memory
 from gateway.storage.audience import RecipientBatch, SqliteAudience
 from gateway.storage.base import Store
 from gateway.usecases.catalog import invalid_from_pydantic
@@ -314,6 +315,8 @@ class Audience:
         if flushing is not None:
             await flushing
         await self._flush(tenant_id, batch, result)
+        if number >= IMPORT_BATCH:  # the batches' memory goes back to the system
+            return_free_memory()
         return result
 
     async def _flush(self, tenant_id: str, batch: RecipientBatch, result: ImportResult) -> None:
