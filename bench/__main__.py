@@ -182,8 +182,14 @@ def main(argv: list[str] | None = None) -> int:
             f"**{r['messages_per_s']:,} messages/s** "
             f"from POST /v1/campaigns to every message final ({r['seconds']} s; delivered "
             f"{r['delivered']:,}, failed {r['failed']}, suppressed {r['suppressed']}; routes "
-            f"{r['routes']}); gateway peak memory **{r['peak_rss_mb']} MB** "
-            f"({r['rss_after_import_mb']} MB after importing them)"
+            f"{r['routes']}); gateway peak memory during the campaign **{r['peak_rss_mb']} MB** "
+            f"({r['rss_at_start_mb']} MB at its start"
+            + (
+                ""
+                if r["peak_is_campaign_only"]
+                else "; VmHWM could not be reset, so the peak includes the import"
+            )
+            + f"; the import of its audience before it peaked at {r['import_peak_rss_mb']} MB)"
         )
     print(text)
     out.write_text(text + "\n")

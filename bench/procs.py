@@ -106,6 +106,16 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def reset_peak_rss(pid: int) -> bool:
+    """Starts ``pid``'s VmHWM again from its current RSS (Linux ``clear_refs`` 5), so a
+    later ``peak_rss_mb`` is the peak of what came after; answers whether it could."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time ``pid`` has used so far; 0 if it is gone."""
     try:
