@@ -62,8 +62,10 @@ class CapabilityCache:
             hit = self._cache.get(number)
             if hit is not None and hit >> _BITS > now:
                 out[number] = _CAPABILITIES[hit & _MASK]
-            else:
-                missing[number] = carrier
+                continue
+            if hit is not None:  # expired: its new answer goes to the back, as the newest
+                del self._cache[number]
+            missing[number] = carrier
         if not missing:
             return out
         vendor_answers, carrier_answers, failed = await self._lookup(missing)

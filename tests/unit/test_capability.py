@@ -74,3 +74,16 @@ async def test_the_oldest_answers_go_first_when_full() -> None:
     huawei.asked.clear()
     await cache.resolve(dict.fromkeys(numbers[:25]))
     assert huawei.asked == [numbers[:7]]  # the newer answers were kept, not all dropped
+
+
+async def test_a_renewed_answer_counts_as_the_newest() -> None:
+    a, b, c, d, e = (f"+861380000020{i}" for i in range(5))
+    cache, huawei, clock = _cache(ttl_s=100, max_entries=4)
+    await cache.resolve({a: None, b: None, c: None})
+    clock.advance(101)  # all three expired
+    await cache.resolve({a: None})  # a asked again: now the newest, not the oldest
+    await cache.resolve({d: None})  # full
+    await cache.resolve({e: None})  # one over the bound: the oldest (b) goes
+    huawei.asked.clear()
+    await cache.resolve({a: None})
+    assert huawei.asked == []  # a's renewed answer was kept
