@@ -27,10 +27,13 @@ def freeze_startup_heap() -> None:
 
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
-        return trim
-    except (OSError, AttributeError):  # not glibc: its allocator has no such call
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS; Windows: TypeError)
         return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    found: Callable[[int], int] = trim
+    return found
 
 
 _TRIM = _malloc_trim()
