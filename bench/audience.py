@@ -143,7 +143,7 @@ def measure_campaign(count: int = 100_000, timeout_s: float = 900) -> dict[str, 
             import_peak = procs.peak_rss_mb(gw.proc.pid)
             # The campaign's own peak: the audience's import (its batches) came before it.
             reset = procs.reset_peak_rss(gw.proc.pid)
-            rss_before = procs.peak_rss_mb(gw.proc.pid)
+            rss_before = procs.rss_mb(gw.proc.pid)
             _request(gw, "PUT", "/v1/settings", {"quiet_hours": None, "frequency_cap": None})
             _request(gw, "PUT", "/v1/segments/fund", {"rule": {"tag": "fund"}})
             audience = _request(gw, "GET", "/v1/segments/fund/count")["count"]
