@@ -107,6 +107,13 @@ _CAMPAIGN_COLUMNS = (
 )
 
 
+def _recipient(row: Any) -> Recipient:
+    """A row of (phone, tags, attrs, timezone). Tags and attributes are stored as orjson
+    wrote them, so orjson reads them back the same (and at a third of ``json.loads``'s
+    cost: a campaign reads every recipient of its audience)."""
+    return Recipient(row[0], orjson.loads(row[1]), orjson.loads(row[2]), row[3])
+
+
 def _campaign(row: Any) -> CampaignRow:
     return CampaignRow(
         row[0],
@@ -161,7 +168,7 @@ class SqliteAudience:
             "SELECT phone, tags, attrs, timezone FROM recipients WHERE tenant_id = ? AND phone = ?",
             (tenant_id, phone),
         )
-        return Recipient(row[0], json.loads(row[1]), json.loads(row[2]), row[3]) if row else None
+        return _recipient(row) if row else None
 
     async def _by_phone(
         self, sql: str, tenant_id: str, phones: Sequence[str], *after: Any
@@ -182,7 +189,7 @@ class SqliteAudience:
             tenant_id,
             phones,
         )
-        return {r[0]: Recipient(r[0], json.loads(r[1]), json.loads(r[2]), r[3]) for r in rows}
+        return {r[0]: _recipient(r) for r in rows}
 
     async def count(self, tenant_id: str, rule: Rule) -> int:
         sql, params = to_sql(rule)
@@ -201,7 +208,7 @@ class SqliteAudience:
             f" WHERE tenant_id = ? AND phone > ? AND {sql} ORDER BY phone LIMIT ?",
             (tenant_id, after or "", *params, limit),
         )
-        return [Recipient(r[0], json.loads(r[1]), json.loads(r[2]), r[3]) for r in rows]
+        return [_recipient(r) for r in rows]
 
     # segments ------------------------------------------------------------------------------
     async def put_segment(self, tenant_id: str, segment_id: str, rule: Any, now: float) -> None:

@@ -77,6 +77,8 @@ class CampaignIn(BaseModel):
 
 def choose_variant(campaign_id: str, phone: str, variants: Sequence[dict[str, Any]]) -> str:
     """Deterministic, weighted: a recipient always gets the same variant of a campaign."""
+    if len(variants) == 1:  # nothing to choose (and no hash to work out per recipient)
+        return str(variants[0]["template_id"])
     total = sum(int(v["weight"]) for v in variants)
     point = int.from_bytes(hashlib.sha256(f"{campaign_id}:{phone}".encode()).digest()[:8], "big")
     point %= total
