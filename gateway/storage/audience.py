@@ -109,9 +109,16 @@ _CAMPAIGN_COLUMNS = (
 
 def _recipient(row: Any) -> Recipient:
     """A row of (phone, tags, attrs, timezone). Tags and attributes are stored as orjson
-    wrote them, so orjson reads them back the same (and at a third of ``json.loads``'s
-    cost: a campaign reads every recipient of its audience)."""
-    return Recipient(row[0], orjson.loads(row[1]), orjson.loads(row[2]), row[3])
+    wrote them, so orjson reads them back the same, at a third of ``json.loads``'s cost (a
+    campaign reads every recipient of its audience)."""
+    return Recipient(row[0], _stored_json(row[1]), _stored_json(row[2]), row[3])
+
+
+def _stored_json(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # not orjson's writing (a row edited by hand): as before
+        return json.loads(text)
 
 
 def _campaign(row: Any) -> CampaignRow:
