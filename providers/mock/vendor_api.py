@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from providers.mock.config import VENDORS
 from providers.mock.delivery import Incoming, accept, is_object, rejected, remember_callback
-from providers.mock.devices import card_vendor, hash_of_number, shows_vendor_cards
+from providers.mock.devices import hash_of_number, shows_vendor_cards
 from providers.mock.events import ReviewVerdict, VendorEvent
 from providers.mock.gate import MAX_BATCH, MAX_LOOKUP, CallbackUrl, admit, per_request
 from providers.mock.review import rule_verdict
@@ -76,7 +76,7 @@ async def capability(request: web.Request) -> web.Response:
     vendor = admitted.provider
     share = request.app[RUNTIME].behaviour(vendor).capability_share
     results = {
-        key: h is not None and card_vendor(h, share) == vendor
+        key: h is not None and shows_vendor_cards(h, vendor, share)
         for key, h in admitted.body.keyed_hashes()
     }
     return answer({"results": results})
