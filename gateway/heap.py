@@ -1,4 +1,5 @@
-"""The garbage collector's settings for a long-running server process.
+"""Memory in a long-running server process: the garbage collector's settings, and freed
+pages handed back to the system after a bulk job (``return_free_memory``).
 
 Measured under load: full collections of the heap stalled the event loop for 20–45 ms
 about once a second, and a large young generation (20,000) made every young collection a
