@@ -114,3 +114,28 @@ def check_variables(
         except ValueError as exc:
             errors.append((name, str(exc)))
     return context, errors
+
+
+class SharedVariables:
+    """A template's variables for many recipients who share some values (a campaign's
+    variables, which win over a recipient's attribute of the same name).
+
+    The shared values are checked once, here; ``check(own)`` checks only a recipient's
+    own and answers exactly what ``check_variables(specs, {**own, **shared})`` would:
+    the same context, the same errors in the same order. A campaign's date or pattern
+    checked once a batch instead of once a recipient.
+    """
+
+    def __init__(self, specs: Mapping[str, VariableSpec], shared: Mapping[str, Any]) -> None:
+        self._own = {n: s for n, s in specs.items() if n not in shared}
+        self._shared, self._shared_errors = check_variables(
+            {n: s for n, s in specs.items() if n in shared}, shared
+        )
+        self._order = {n: i for i, n in enumerate(specs)}
+
+    def check(self, own: Mapping[str, Any]) -> tuple[dict[str, Any], VariableErrors]:
+        context, errors = check_variables(self._own, own)
+        context.update(self._shared)
+        if self._shared_errors:
+            errors = sorted(errors + self._shared_errors, key=lambda e: self._order[e[0]])
+        return context, errors

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cards.variables import check_variables
+from cards.variables import SharedVariables
 from gateway.clock import Clock
 from gateway.dispatch.worker import PollingWorker
 from gateway.domain.messages import Link, NewMessage, Rendered, Status
@@ -118,6 +118,8 @@ class CampaignRunner(PollingWorker):
         now = self._clock.now()
         templates: dict[str, LoadedTemplate | Refused | None] = {}
         brands: dict[str | None, dict[str, Any]] = {}  # each brand as JSON once a batch
+        # each template's check of the campaign's variables, once a batch
+        shared: dict[str, SharedVariables] = {}
         messages = []
         for r in recipients:
             template_id = choose_variant(c.campaign_id, r.phone, c.body["variants"])
@@ -129,7 +131,12 @@ class CampaignRunner(PollingWorker):
             if isinstance(loaded, Refused):
                 messages.append(self._refused_message(c, r, loaded, now))
             else:
-                messages.append(await self._message(c, r, loaded, now, brands))
+                checker = shared.get(template_id)
+                if checker is None:
+                    checker = shared[template_id] = SharedVariables(
+                        loaded.spec.variables, c.body["variables"]
+                    )
+                messages.append(await self._message(c, r, loaded, now, brands, checker))
         cursor = recipients[-1].phone if recipients else c.cursor
         new = await self._audience.fan_out(c.campaign_id, messages, cursor, done, now)
         if new is None:
@@ -194,9 +201,10 @@ class CampaignRunner(PollingWorker):
         loaded: LoadedTemplate,
         now: float,
         brands: dict[str | None, dict[str, Any]],
+        variables: SharedVariables,
     ) -> NewMessage:
         spec = loaded.spec
-        context, problems = check_variables(spec.variables, {**r.attrs, **c.body["variables"]})
+        context, problems = variables.check(r.attrs)
         brand_info = brands.get(spec.brand_id)
         if brand_info is None:
             brand = await self._catalog.brand(c.tenant_id, spec.brand_id)
