@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                 else "; VmHWM could not be reset, so the peak includes the import"
             )
             + f"; the import of its audience before it peaked at {r['import_peak_rss_mb']} MB)"
+            + "; CPU during the campaign, % of one core: "
+            + ", ".join(f"{k} {v}%" for k, v in r["cpu"].items())
         )
     print(text)
     out.write_text(text + "\n")

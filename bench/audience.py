@@ -131,6 +131,26 @@ def _final_count(db: Path, campaign_id: str) -> int:
     return int(n)
 
 
+class _CpuMeter:
+    """CPU used from now on by the gateway, its event loop (the main thread) and the mock
+    providers (its children), each in % of one core: which of them a campaign waits on."""
+
+    def __init__(self, pid: int) -> None:
+        self._pids: dict[str, tuple[int, int | None]] = {
+            "gateway": (pid, None),
+            "event loop": (pid, pid),
+        }
+        for i, child in enumerate(procs.children(pid)):  # the mock providers, and no other
+            self._pids["mock providers" if i == 0 else f"child {child}"] = (child, None)
+        self._before = {k: procs.cpu_seconds(*p) for k, p in self._pids.items()}
+
+    def shares(self, wall_s: float) -> dict[str, int]:
+        return {
+            k: round(100 * (procs.cpu_seconds(*p) - self._before[k]) / wall_s)
+            for k, p in self._pids.items()
+        }
+
+
 def measure_campaign(count: int = 100_000, timeout_s: float = 900) -> dict[str, Any]:
     """Import ``count`` recipients, then time one campaign to them from POST to all delivered."""
     with tempfile.TemporaryDirectory(prefix="bench-campaign-") as tmp:
@@ -148,6 +168,7 @@ def measure_campaign(count: int = 100_000, timeout_s: float = 900) -> dict[str, 
             _request(gw, "PUT", "/v1/segments/fund", {"rule": {"tag": "fund"}})
             audience = _request(gw, "GET", "/v1/segments/fund/count")["count"]
             _log(f"campaign: {audience:,} recipients in the segment; starting the campaign")
+            cpu = _CpuMeter(gw.proc.pid)
             started = time.perf_counter()
             campaign = _request(
                 gw,
@@ -170,6 +191,7 @@ def measure_campaign(count: int = 100_000, timeout_s: float = 900) -> dict[str, 
                     break
                 time.sleep(0.25)
             seconds = time.perf_counter() - started
+            cpu_share = cpu.shares(seconds)
             peak = procs.peak_rss_mb(gw.proc.pid)
             stats = _request(gw, "GET", f"/v1/campaigns/{campaign_id}/stats")
             delivered = stats["delivered"]
@@ -184,6 +206,7 @@ def measure_campaign(count: int = 100_000, timeout_s: float = 900) -> dict[str, 
         "rss_at_start_mb": round(rss_before, 1),
         "import_peak_rss_mb": round(import_peak, 1),
         "peak_is_campaign_only": reset,
+        "cpu": cpu_share,
         "routes": {k: v["targeted"] for k, v in stats.get("routes", {}).items()},
         "failed": stats.get("failed"),
         "suppressed": stats.get("suppressed"),

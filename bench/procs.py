@@ -125,10 +125,12 @@ def reset_peak_rss(pid: int) -> bool:
     return True
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time ``pid`` has used so far; 0 if it is gone."""
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User plus system CPU time ``pid`` has used so far (only its thread ``thread``, if
+    given: the main thread's id is the pid); 0 if it is gone."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(path).read_text()
     except OSError:
         return 0.0
     fields = stat.rsplit(")", 1)[1].split()
