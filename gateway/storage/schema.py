@@ -239,6 +239,27 @@ MIGRATIONS: list[str] = [
         until        REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 9: tracked links in a rowid table: a link's row is appended, and only the small entry
+    #    of the token's index goes to its random place. Keyed by the token, each ~150-byte
+    #    row went to a random page of a table that grows with every message (measured in
+    #    SQLite alone, 1,000 links a commit: 26 -> 10 us a link beside 100,000 others,
+    #    41 -> 27 beside 1,000,000)
+    """
+    CREATE TABLE links_new (
+        token       TEXT NOT NULL,
+        tenant_id   TEXT NOT NULL,
+        message_id  TEXT NOT NULL,
+        button      TEXT NOT NULL,
+        label       TEXT NOT NULL,
+        url         TEXT NOT NULL
+    );
+    INSERT INTO links_new SELECT token, tenant_id, message_id, button, label, url
+        FROM links ORDER BY message_id;
+    DROP TABLE links;
+    ALTER TABLE links_new RENAME TO links;
+    CREATE UNIQUE INDEX links_token ON links (token);
+    CREATE INDEX links_message ON links (message_id);
+    """,
 ]
 
 

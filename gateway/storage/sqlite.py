@@ -810,8 +810,7 @@ def insert_messages(
 
     The messages go in one by one (each may be refused as a repeat); their links, first
     events and queue entries then go in one statement each, the links in token order (their
-    tokens are random: sorted, the index is walked once, though each link still dirties a
-    page of its own).
+    tokens are random: sorted, the token's index is walked once; the rows append).
     """
     sql = (
         "INSERT INTO messages (message_id, tenant_id, to_number, status, reason, category,"
