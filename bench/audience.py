@@ -145,10 +145,9 @@ class _CpuMeter:
         self._before = {k: procs.cpu_seconds(*p) for k, p in self._pids.items()}
 
     def shares(self, wall_s: float) -> dict[str, int]:
-        return {
-            k: round(100 * (procs.cpu_seconds(*p) - self._before[k]) / wall_s)
-            for k, p in self._pids.items()
-        }
+        """Each one's share; one that is gone (its CPU time reads 0) is left out."""
+        used = {k: procs.cpu_seconds(*p) - self._before[k] for k, p in self._pids.items()}
+        return {k: round(100 * v / wall_s) for k, v in used.items() if v >= 0}
 
 
 def measure_campaign(count: int = 100_000, timeout_s: float = 900) -> dict[str, Any]:

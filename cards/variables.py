@@ -121,9 +121,10 @@ class SharedVariables:
     variables, which win over a recipient's attribute of the same name).
 
     The shared values are checked once, here; ``check(own)`` checks only a recipient's
-    own and answers exactly what ``check_variables(specs, {**own, **shared})`` would:
-    the same context, the same errors in the same order. A campaign's date or pattern
-    checked once a batch instead of once a recipient.
+    own and answers what ``check_variables(specs, {**own, **shared})`` would: a context
+    with the same names and values (not in the same order: a renderer looks names up),
+    the same errors in the same order. A campaign's date or pattern checked once a batch
+    instead of once a recipient.
     """
 
     def __init__(self, specs: Mapping[str, VariableSpec], shared: Mapping[str, Any]) -> None:

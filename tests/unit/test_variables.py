@@ -48,12 +48,18 @@ values_st = st.dictionaries(
 
 
 @settings(max_examples=400, deadline=None)
-@given(specs=specs_st, own=values_st, shared=values_st)
+@given(specs=specs_st, owns=st.lists(values_st, min_size=1, max_size=4), shared=values_st)
 def test_shared_variables_answer_as_checking_them_all(
-    specs: dict[str, VariableSpec], own: dict[str, Any], shared: dict[str, Any]
+    specs: dict[str, VariableSpec], owns: list[dict[str, Any]], shared: dict[str, Any]
 ) -> None:
-    expected = check_variables(specs, {**own, **shared})
-    assert SharedVariables(specs, shared).check(own) == expected
+    checker = SharedVariables(specs, shared)  # one checker for a batch of recipients
+    for own in owns:
+        expected = check_variables(specs, {**own, **shared})
+        context, errors = checker.check(own)
+        assert (context, errors) == expected
+        context["name"] = "changed by a render"  # a recipient's context is their own
+        errors.append(("x", "y"))
+    assert checker.check(owns[0]) == check_variables(specs, {**owns[0], **shared})
 
 
 def test_a_bad_shared_value_is_reported_for_every_recipient_in_its_place() -> None:
