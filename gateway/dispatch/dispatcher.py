@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
+import orjson
 from aiolimiter import AsyncLimiter
 
 from cards.targets import route_payload
@@ -43,6 +44,7 @@ from gateway.domain.messages import (
     Failed,
     Outcome,
     QueuedMessage,
+    Rendered,
     Reroute,
     Retry,
     Settled,
@@ -341,10 +343,12 @@ class Dispatcher:
             by_tenant[q.tenant_id].append(q.to)
         overrides = {t: await self._store.portability(t, nums) for t, nums in by_tenant.items()}
         carriers = {q.id: carrier_for(q.to, overrides[q.tenant_id]) for q in messages}
+        # parsed for this plan only: what waits to be sent keeps its submission, not these
+        rendered = {q.id: _rendering(q) for q in messages}
         wants_rich = {
             q.to: carriers[q.id]
             for q in messages
-            if q.rendered.card is not None and _may_go_rich(q.route_pref, q.exclude)
+            if rendered[q.id].card is not None and _may_go_rich(q.route_pref, q.exclude)
         }
         capabilities: dict[str, Capability] = {}
         if wants_rich:
@@ -353,8 +357,9 @@ class Dispatcher:
         out: list[_Planned | Outcome] = []
         approvals: dict[tuple[str, str, int], frozenset[str]] = {}  # asked once a round
         for q in messages:
+            r = rendered[q.id]
             approved: frozenset[str] = frozenset()
-            if q.rendered.card is not None and "vendor_card" in q.route_pref:
+            if r.card is not None and "vendor_card" in q.route_pref:
                 version = (q.tenant_id, q.template_id, q.template_version)
                 found = approvals.get(version)
                 if found is None:
@@ -364,17 +369,18 @@ class Dispatcher:
                 q.route_pref,
                 carrier=carriers[q.id] if carriers[q.id] in self._providers else None,
                 capability=capabilities.get(q.to),
-                has_card=q.rendered.card is not None,
+                has_card=r.card is not None,
                 approved_vendors=approved,
                 open_circuits=blocked,
                 exclude=frozenset(q.exclude) if q.exclude else _NOTHING,
             )
-            out.append(self._first_sendable(q, plan.candidates, list(plan.skipped), now))
+            out.append(self._first_sendable(q, r, plan.candidates, list(plan.skipped), now))
         return out
 
     def _first_sendable(
         self,
         q: QueuedMessage,
+        rendered: Rendered,
         candidates: Sequence[Candidate],
         skipped: list[tuple[str, str]],
         now: float,
@@ -382,14 +388,14 @@ class Dispatcher:
         for candidate in candidates:
             payload = None
             if candidate.route in RICH:
-                assert q.rendered.card is not None
+                assert rendered.card is not None
                 try:
                     payload = route_payload(
                         candidate.route,
                         candidate.provider,
-                        q.rendered.card,
-                        q.rendered.kind,
-                        q.rendered.brand,
+                        rendered.card,
+                        rendered.kind,
+                        rendered.brand,
                     )
                 except Skip as skip:
                     skipped.append((candidate.route, skip.reason))
@@ -407,7 +413,7 @@ class Dispatcher:
                 q.client_ref,
                 q.to,
                 candidate.route,  # type: ignore[arg-type]
-                q.rendered.text,
+                rendered.text,
                 payload,
             )
             return _Planned(q, candidate, submission, fallbacks)
@@ -551,6 +557,12 @@ class Dispatcher:
 def _may_go_rich(route_pref: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
     """Whether a rich route is left to try (the few combinations there are, worked out once)."""
     return any(r in RICH and r not in exclude for r in route_pref)
+
+
+def _rendering(q: QueuedMessage) -> Rendered:
+    """A claimed message's rendering (parsed from its stored JSON, if that is what it holds)."""
+    r = q.rendered
+    return r if isinstance(r, Rendered) else Rendered.from_dict(orjson.loads(r))
 
 
 def _has_sms(q: QueuedMessage) -> bool:

@@ -25,7 +25,6 @@ from gateway.domain.messages import (
     NewMessage,
     Outcome,
     QueuedMessage,
-    Rendered,
     Reroute,
     Retry,
     Settled,
@@ -729,7 +728,7 @@ class SqliteStore:
                     r[1],  # tenant_id
                     r[2],  # to
                     r[3],  # category
-                    Rendered.from_dict(loads(r[4])),
+                    r[4],  # rendered, as stored: the dispatcher parses it when it plans
                     _routes(r[5]),  # route_pref
                     r[6],  # attempts
                     r[7],  # expires_at
