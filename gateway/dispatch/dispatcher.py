@@ -560,9 +560,8 @@ def _may_go_rich(route_pref: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
 
 
 def _rendering(q: QueuedMessage) -> Rendered:
-    """A claimed message's rendering (parsed from its stored JSON, if that is what it holds)."""
-    r = q.rendered
-    return r if isinstance(r, Rendered) else Rendered.from_dict(orjson.loads(r))
+    """A claimed message's rendering, parsed from its stored JSON."""
+    return Rendered.from_dict(orjson.loads(q.rendered))
 
 
 def _has_sms(q: QueuedMessage) -> bool:

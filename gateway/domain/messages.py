@@ -156,9 +156,9 @@ class QueuedMessage:
     tenant_id: str
     to: str
     category: str
-    # the rendering, or its stored JSON (UTF-8): parsed when the route is planned, so a
-    # claimed message waiting to be sent holds ~0.75 KB of JSON, not a ~3 KB parsed card
-    rendered: Rendered | bytes
+    # the rendering as stored (JSON, UTF-8): parsed when the route is planned, so a claimed
+    # message waiting to be sent holds ~0.75 KB of JSON, not a ~3 KB parsed card
+    rendered: bytes
     route_pref: tuple[str, ...]
     attempts: int
     expires_at: float
