@@ -23,7 +23,7 @@ from gateway.demo import seed_demo_on_startup
 from gateway.demo_media import serve_demo_media
 from gateway.errors import GatewayError
 from gateway.eventloop import new_event_loop
-from gateway.heap import freeze_startup_heap
+from gateway.heap import freeze_startup_heap, tune_allocator
 from gateway.logging import configure_logging
 from gateway.settings import Settings
 from gateway.storage.base import Store
@@ -60,8 +60,10 @@ def _start_mock_providers(settings: Settings) -> subprocess.Popen[bytes]:
 
 
 async def _frozen_heap(_: web.Application) -> AsyncIterator[None]:
-    """The startup heap frozen before any worker starts (see ``gateway.heap``)."""
+    """The startup heap frozen before any worker starts, and the allocator's thresholds
+    fixed (see ``gateway.heap``)."""
     freeze_startup_heap()
+    tune_allocator()
     yield
 
 

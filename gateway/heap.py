@@ -1,5 +1,6 @@
-"""Memory in a long-running server process: the garbage collector's settings, and freed
-pages handed back to the system after a bulk job (``return_free_memory``).
+"""Memory in a long-running server process: the garbage collector's settings, the C
+allocator's thresholds (``tune_allocator``), and freed pages handed back to the system
+after a bulk job (``return_free_memory``).
 
 Measured under load: full collections of the heap stalled the event loop for 20–45 ms
 about once a second, and a large young generation (20,000) made every young collection a
@@ -26,18 +27,43 @@ def freeze_startup_heap() -> None:
     gc.set_threshold(700, 10, 1000)
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc(name: str, *args: type) -> Callable[..., int] | None:
     try:
-        trim = ctypes.CDLL(None).malloc_trim
+        fn = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS; Windows: TypeError)
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    found: Callable[[int], int] = trim
+    fn.argtypes = list(args)
+    fn.restype = ctypes.c_int
+    found: Callable[..., int] = fn
     return found
 
 
-_TRIM = _malloc_trim()
+_TRIM = _glibc("malloc_trim", ctypes.c_size_t)
+_MALLOPT = _glibc("mallopt", ctypes.c_int, ctypes.c_int)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+# blocks from 64 KiB up get pages of their own, which free() hands back at once; and a
+# heap whose free top passes 128 KiB gives it back (glibc's defaults: 128 KiB, each raised
+# as large blocks are freed, up to 32 MiB and 64 MiB)
+MMAP_THRESHOLD = 64 * 1024
+TRIM_THRESHOLD = 128 * 1024
+
+
+def tune_allocator() -> bool:
+    """Fixes glibc's thresholds for large blocks (see above); answers whether it could.
+
+    By default glibc raises both thresholds each time a large block is freed, so after the
+    first batches of a campaign its large buffers (provider batches, report bodies) come
+    from the heap, whose freed pages go back only from its top, and only past the raised
+    trim threshold.
+    Fixed, a campaign to 200,000 recipients peaked at 147.8–148.9 MB against 160.9–163.1
+    (alternating runs); its rate was within the noise.
+    """
+    if _MALLOPT is None:
+        return False
+    return bool(
+        _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and _MALLOPT(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
 
 
 def return_free_memory() -> bool:
