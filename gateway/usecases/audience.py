@@ -315,7 +315,7 @@ class Audience:
         if flushing is not None:
             await flushing
         await self._flush(tenant_id, batch, result)
-        del batch  # its buffer too is freed before the trim
+        del batch  # the last batch's buffer goes before the trim (the rest went when flushed)
         if number >= IMPORT_BATCH:  # the batches' memory goes back to the system
             return_free_memory()
         return result
