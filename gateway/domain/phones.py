@@ -6,11 +6,14 @@ allocation-heavy parsing); everything else goes through ``phonenumbers``.
 
 from __future__ import annotations
 
+import importlib
 import re
+import sys
 from functools import lru_cache
+from typing import Any
 
 import phonenumbers
-from phonenumbers import carrier as pn_carrier
+from phonenumbers.prefix import _prefix_description_for_number
 
 DEFAULT_REGION = "CN"
 
@@ -59,24 +62,47 @@ def mask_in_text(text: str) -> str:
     return _E164_IN_TEXT.sub(lambda m: mask(m.group(0)), text)
 
 
-def _cn_prefix_digits() -> int:
-    """How many national digits phonenumbers' carrier data ever looks at for China (+86)."""
-    from phonenumbers.carrierdata import CARRIER_DATA
+def _cn_carrier_data() -> dict[str, dict[str, str]]:
+    """phonenumbers' carrier ranges for China (+86), in the library's own shape.
 
-    return max((len(k) - 2 for k in CARRIER_DATA if k.startswith("86")), default=8)
+    The library keeps every country's ranges in one table (~60,000 prefixes, ~7 MB of
+    objects for the life of the process). The gateway asks about +86 numbers only (see
+    ``routing.carrier_for``), so it copies China's few hundred ranges and unloads the
+    table's modules again; anything that imports them later loads them afresh.
+    """
+    modules = ("phonenumbers.carrier", "phonenumbers.carrierdata")
+    loaded = {name for name in sys.modules if name.startswith(modules)}
+    table: Any = importlib.import_module("phonenumbers.carrierdata").CARRIER_DATA
+    china = {k: {"en": v["en"]} for k, v in table.items() if k.startswith("86") and "en" in v}
+    del table
+    for name in [n for n in sys.modules if n.startswith(modules) and n not in loaded]:
+        del sys.modules[name]
+        if name.count(".") == 1:
+            vars(phonenumbers).pop(name.partition(".")[2], None)
+    return china
 
 
-_CN_DIGITS = _cn_prefix_digits()
+_CN_CARRIERS = _cn_carrier_data()
+# how many national digits the ranges ever look at
+_CN_DIGITS = max((len(k) - 2 for k in _CN_CARRIERS), default=8)
+_MOBILE = frozenset(
+    {
+        phonenumbers.PhoneNumberType.MOBILE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+        phonenumbers.PhoneNumberType.PAGER,
+    }
+)
 
 
 def carrier_name(e164: str) -> str:
-    """The original carrier's English name as phonenumbers knows it ('' if unknown).
+    """A Chinese number's original carrier, its English name as phonenumbers knows it
+    ('' if unknown, or not a +86 number).
 
     phonenumbers decides a Chinese number's carrier by its first few digits only, so the
     answer is cached per prefix: a million distinct numbers cost a few hundred parses.
     """
     if not e164.startswith("+86"):
-        return _carrier_of(e164)
+        return ""
     prefix = e164[: 3 + _CN_DIGITS]
     name = _BY_PREFIX.get(prefix)
     if name is None:
@@ -87,7 +113,12 @@ def carrier_name(e164: str) -> str:
 _BY_PREFIX: dict[str, str] = {}  # at most 10^4 prefixes
 
 
-@lru_cache(maxsize=65536)
 def _carrier_of(e164: str) -> str:
-    number = phonenumbers.parse(e164, None)
-    return pn_carrier.name_for_number(number, "en")
+    """``phonenumbers.carrier.name_for_number``, on China's ranges only."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return ""
+    if phonenumbers.number_type(number) not in _MOBILE:
+        return ""
+    return str(_prefix_description_for_number(_CN_CARRIERS, 2 + _CN_DIGITS, number, "en"))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 
 import pytest
 
 from gateway.domain.messages import can_move
-from gateway.domain.phones import InvalidNumber, mask, mask_in_text, to_e164
+from gateway.domain.phones import InvalidNumber, carrier_name, mask, mask_in_text, to_e164
 from gateway.domain.retry import backoff
 from gateway.domain.routing import carrier_for, preference
 from gateway.ids import id_time_ms, new_id
@@ -105,6 +107,38 @@ def test_ids_are_time_ordered_and_unique() -> None:
 def test_carrier_from_number(number: str, carrier: str | None) -> None:
     """The carrier comes from the number's range; Broadnet rides China Mobile."""
     assert carrier_for(number) == carrier
+
+
+def test_chinese_carriers_match_phonenumbers_own_lookup() -> None:
+    """China's ranges, copied out of phonenumbers' table, name the carrier the library
+    names, for a number in every range it has (and numbers just past them)."""
+    import phonenumbers
+    from phonenumbers import carrier
+    from phonenumbers.carrierdata import CARRIER_DATA
+
+    rng = random.Random(7)
+    numbers = []
+    for prefix in (k for k in CARRIER_DATA if k.startswith("86")):
+        digits = prefix[2:]
+        for _ in range(3):
+            rest = "".join(rng.choice("0123456789") for _ in range(11 - len(digits)))
+            numbers.append("+86" + (digits + rest)[:11])
+    numbers += [f"+86{n}" for n in ("10012345678", "2012345678", "19212345678", "1000")]
+    assert len(numbers) > 150
+    for number in numbers:
+        expected = carrier.name_for_number(phonenumbers.parse(number, None), "en")
+        assert carrier_name(number) == expected, number
+    assert carrier_name("+14155550123") == ""  # only +86 numbers are asked about
+
+
+def test_the_world_table_is_not_kept() -> None:
+    """The all-countries carrier table (~7 MB) is unloaded once China's ranges are copied."""
+    code = (
+        "import sys; import gateway.domain.routing; "
+        "print(sorted(m for m in sys.modules if 'carrier' in m))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_portability_override() -> None:
