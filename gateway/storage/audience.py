@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,6 +170,10 @@ class SqliteAudience:
             return created, count - created
 
         return await self._store.writer.run(job, off_loop=count >= OFF_LOOP_ROWS)
+
+    def bulk(self) -> AbstractAsyncContextManager[None]:
+        """An import's scope: the writer's larger page cache (``SqliteWriter.bulk``)."""
+        return self._store.writer.bulk()
 
     async def get_recipient(self, tenant_id: str, phone: str) -> Recipient | None:
         row = await self._store._one(

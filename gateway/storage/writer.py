@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,6 +46,13 @@ def connect(path: Path | str, synchronous: str = "FULL") -> sqlite3.Connection:
     return conn
 
 
+# The writer's page cache, in KiB: 4 MiB in general. A bulk import gets 16 MiB, so that the
+# recipients' index of a million-row import stays in memory; a campaign to 200,000 with
+# 16 MiB throughout ran no faster and peaked 14 MB higher (two alternating runs each).
+CACHE_KIB = 4096
+BULK_CACHE_KIB = 16384
+
+
 # A queued job: the job, its answer, whether in a savepoint, whether off the loop.
 _Entry = tuple[Job, "asyncio.Future[Any]", bool, bool]
 
@@ -62,6 +69,13 @@ def _in_savepoint(conn: sqlite3.Connection, job: Job) -> Any:
     return result
 
 
+def _cache_size(kib: int) -> Job:
+    def job(conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA cache_size=-{kib}")
+
+    return job
+
+
 class SqliteWriter:
     def __init__(
         self, path: Path | str, *, checkpoint_interval_s: float = 1.0, synchronous: str = "FULL"
@@ -69,7 +83,8 @@ class SqliteWriter:
         self._conn = connect(path, synchronous)
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         # 16 MiB of page cache: the recipients' index of a million-row import stays in memory
-        self._conn.execute("PRAGMA cache_size=-16384")
+        self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        self._bulk = 0  # bulk scopes open (see ``bulk``)
         self._pending: list[_Entry] = []
         self._wake = asyncio.Event()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
@@ -108,6 +123,20 @@ class SqliteWriter:
         self._pending.append((job, fut, savepoint, off_loop))
         self._wake.set()
         return await fut
+
+    @contextlib.asynccontextmanager
+    async def bulk(self) -> AsyncIterator[None]:
+        """A scope of bulk writes (an import): the page cache is ``BULK_CACHE_KIB`` while
+        any such scope is open, and back to ``CACHE_KIB`` (its pages freed) after the last."""
+        self._bulk += 1
+        try:
+            if self._bulk == 1:
+                await self.run(_cache_size(BULK_CACHE_KIB), savepoint=False)
+            yield
+        finally:
+            self._bulk -= 1
+            if self._bulk == 0 and not self._closed:
+                await self.run(_cache_size(CACHE_KIB), savepoint=False)
 
     async def _flusher(self) -> None:
         loop = asyncio.get_running_loop()

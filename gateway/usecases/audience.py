@@ -257,7 +257,19 @@ class Audience:
     ) -> ImportResult:
         """Upserts every good line in batches; never holds more than one batch in memory.
 
-        ``charset`` is what the client declared (CSV only; NDJSON is UTF-8)."""
+        ``charset`` is what the client declared (CSV only; NDJSON is UTF-8). The batches are
+        written with the writer's bulk page cache; when they are done, that cache shrinks
+        and what the import used goes back to the system."""
+        async with self._audience.bulk():
+            result, lines_read = await self._import(tenant_id, lines, kind, charset)
+        if lines_read >= IMPORT_BATCH:
+            return_free_memory()
+        return result
+
+    async def _import(
+        self, tenant_id: str, lines: AsyncIterator[bytes], kind: str, charset: str | None
+    ) -> tuple[ImportResult, int]:
+        """The import's result, and how many lines it read."""
         result = ImportResult()
         batch = RecipientBatch()
         flushing: asyncio.Task[None] | None = None  # one batch is written while the next parses
@@ -315,10 +327,7 @@ class Audience:
         if flushing is not None:
             await flushing
         await self._flush(tenant_id, batch, result)
-        del batch  # the last batch's buffer goes before the trim (the rest went when flushed)
-        if number >= IMPORT_BATCH:  # the batches' memory goes back to the system
-            return_free_memory()
-        return result
+        return result, number
 
     async def _flush(self, tenant_id: str, batch: RecipientBatch, result: ImportResult) -> None:
         if batch:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.storage.writer import SqliteWriter
+from gateway.storage.writer import BULK_CACHE_KIB, CACHE_KIB, SqliteWriter
 
 
 @pytest.fixture(name="writer")
@@ -69,3 +69,29 @@ async def test_an_off_loop_job_that_fails_fails_alone(writer: SqliteWriter, tmp_
     results = await asyncio.gather(first, bad, last, return_exceptions=True)
     assert isinstance(results[1], sqlite3.IntegrityError)
     assert _rows(tmp_path / "w.db") == [1, 2]
+
+
+def _cache_kib(conn: sqlite3.Connection) -> int:
+    return -int(conn.execute("PRAGMA cache_size").fetchone()[0])
+
+
+async def test_the_page_cache_is_larger_only_while_a_bulk_scope_is_open(
+    writer: SqliteWriter,
+) -> None:
+    """An import's scope raises the page cache; nested scopes (two imports at once) keep it
+    raised until the last one ends, and even a scope that fails brings it back down."""
+
+    async def cache() -> int:
+        return await writer.run(_cache_kib, savepoint=False)
+
+    assert await cache() == CACHE_KIB
+    async with writer.bulk():
+        assert await cache() == BULK_CACHE_KIB
+        async with writer.bulk():
+            assert await cache() == BULK_CACHE_KIB
+        assert await cache() == BULK_CACHE_KIB
+    assert await cache() == CACHE_KIB
+    with pytest.raises(RuntimeError):
+        async with writer.bulk():
+            raise RuntimeError("the import broke off")
+    assert await cache() == CACHE_KIB
