@@ -86,7 +86,7 @@ class CampaignRunner(PollingWorker):
             )
         if not campaign.fanned_out:
             return await self._fan_out_batch(campaign)
-        if await self._audience.pending_count(campaign.campaign_id) == 0:
+        if not await self._audience.has_pending(campaign.campaign_id):
             await self._audience.set_campaign_state(
                 campaign.campaign_id, "completed", now, expect=("running",)
             )

@@ -425,14 +425,21 @@ class SqliteAudience:
 
         return await self._store.writer.run(job)
 
-    async def pending_count(self, campaign_id: str) -> int:
+    async def has_pending(self, campaign_id: str) -> bool:
+        """Whether any of the campaign's messages is still queued to be sent (an SMS handed
+        over and waiting only for its report is no longer pending).
+
+        The queue is walked, and each entry's message looked up, until the first such one.
+        The count this replaced walked the campaign's own index, every message it has, once
+        a second until the campaign completed: ~300 ms a time with 600,000 messages, half of
+        them sent, where this takes 0.1 ms (the whole queue, 160 ms, once: when none is left)."""
         row = await self._store._one(
-            # an SMS handed over and waiting only for its report is no longer pending
-            "SELECT count(*) FROM dispatch_queue q JOIN messages m ON m.message_id = q.message_id"
-            " WHERE m.campaign_id = ? AND q.stage != 'report_wait'",
+            "SELECT 1 FROM dispatch_queue q CROSS JOIN messages m"
+            " ON m.message_id = q.message_id"
+            " WHERE q.stage != 'report_wait' AND m.campaign_id = ? LIMIT 1",
             (campaign_id,),
         )
-        return int(row[0])
+        return row is not None
 
     async def status_counts(self, campaign_id: str) -> dict[str, int]:
         rows = await self._store._all(

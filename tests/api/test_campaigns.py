@@ -293,6 +293,30 @@ async def test_no_route_is_counted(gw: Gateway) -> None:
     assert stats["suppressed"]["no_route"] == 1 and stats["sent"] == 1
 
 
+async def test_a_campaign_completes_once_none_of_its_own_messages_waits_to_be_sent(
+    gw: Gateway,
+) -> None:
+    """Another campaign's queued messages do not hold a campaign open, and its own SMS that
+    wait only for their reports do not either; its own queued messages do."""
+    assert gw.services.runner is not None
+    await _recipients(gw, 6)
+    first = await _campaign(gw)
+    second = await _campaign(gw, name="second")
+    await gw.services.runner.run_until_idle()  # both fanned out, nothing sent yet
+    await gw.client.post(f"/v1/campaigns/{second}/pause", headers=gw.auth())
+    while await gw.services.dispatcher.run_once():
+        pass
+    await gw.services.runner.run_until_idle()
+    assert (await _get(gw, f"/v1/campaigns/{first}"))["state"] == "completed"
+    assert _nonzero((await _get(gw, f"/v1/campaigns/{first}"))["counts"]) == {"submitted": 6}
+    await gw.client.post(f"/v1/campaigns/{second}/resume", headers=gw.auth())
+    await gw.services.runner.run_until_idle()
+    assert (await _get(gw, f"/v1/campaigns/{second}"))["state"] == "running"
+    await _run(gw)
+    await gw.services.runner.run_until_idle()
+    assert (await _get(gw, f"/v1/campaigns/{second}"))["state"] == "completed"
+
+
 async def test_pause_resume_cancel(gw: Gateway) -> None:
     """Paused messages wait (nothing is sent), resume sends them, cancel revokes what waits."""
     await _recipients(gw, 10)
