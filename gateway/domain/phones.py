@@ -13,7 +13,6 @@ from functools import lru_cache
 from typing import Any
 
 import phonenumbers
-from phonenumbers.prefix import _prefix_description_for_number
 
 DEFAULT_REGION = "CN"
 
@@ -62,18 +61,19 @@ def mask_in_text(text: str) -> str:
     return _E164_IN_TEXT.sub(lambda m: mask(m.group(0)), text)
 
 
-def _cn_carrier_data() -> dict[str, dict[str, str]]:
-    """phonenumbers' carrier ranges for China (+86), in the library's own shape.
+def _cn_carrier_data() -> dict[str, str]:
+    """phonenumbers' carrier ranges for China (+86): each prefix (``86`` and the first
+    national digits) and its carrier's English name.
 
     The library keeps every country's ranges in one table (~60,000 prefixes, ~7 MB of
     objects for the life of the process). The gateway asks about +86 numbers only (see
-    ``routing.carrier_for``), so it copies China's few hundred ranges and unloads the
+    ``routing.carrier_for``), so it copies China's ranges (64 prefixes) and unloads the
     table's modules again; anything that imports them later loads them afresh.
     """
     modules = ("phonenumbers.carrier", "phonenumbers.carrierdata")
     loaded = {name for name in sys.modules if name.startswith(modules)}
     table: Any = importlib.import_module("phonenumbers.carrierdata").CARRIER_DATA
-    china = {k: {"en": v["en"]} for k, v in table.items() if k.startswith("86") and "en" in v}
+    china = {k: v["en"] for k, v in table.items() if k.startswith("86") and "en" in v}
     del table
     for name in [n for n in sys.modules if n.startswith(modules) and n not in loaded]:
         del sys.modules[name]
@@ -114,11 +114,17 @@ _BY_PREFIX: dict[str, str] = {}  # at most 10^4 prefixes
 
 
 def _carrier_of(e164: str) -> str:
-    """``phonenumbers.carrier.name_for_number``, on China's ranges only."""
+    """What ``phonenumbers.carrier.name_for_number`` answers, on China's ranges only: for
+    a mobile number, the name of its longest matching prefix."""
     try:
         number = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:
         return ""
     if phonenumbers.number_type(number) not in _MOBILE:
         return ""
-    return str(_prefix_description_for_number(_CN_CARRIERS, 2 + _CN_DIGITS, number, "en"))
+    digits = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    for length in range(min(len(digits), 2 + _CN_DIGITS), 2, -1):
+        name = _CN_CARRIERS.get(digits[:length])
+        if name is not None:
+            return name
+    return ""

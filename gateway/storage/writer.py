@@ -82,7 +82,6 @@ class SqliteWriter:
     ) -> None:
         self._conn = connect(path, synchronous)
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
-        # 16 MiB of page cache: the recipients' index of a million-row import stays in memory
         self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self._bulk = 0  # bulk scopes open (see ``bulk``)
         self._pending: list[_Entry] = []
@@ -135,8 +134,8 @@ class SqliteWriter:
             yield
         finally:
             self._bulk -= 1
-            if self._bulk == 0 and not self._closed:
-                await self.run(_cache_size(CACHE_KIB), savepoint=False)
+            if self._bulk == 0 and not self._closed:  # even if the import was cancelled
+                await asyncio.shield(self.run(_cache_size(CACHE_KIB), savepoint=False))
 
     async def _flusher(self) -> None:
         loop = asyncio.get_running_loop()
