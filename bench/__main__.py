@@ -181,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             f"- {r['recipients']:,} recipients in the segment: "
             f"**{r['messages_per_s']:,} messages/s** "
             f"from POST /v1/campaigns to every message final ({r['seconds']} s; delivered "
-            f"{r['delivered']:,}, failed {r['failed']}, suppressed {r['suppressed']}; routes "
+            f"{r['delivered']:,}, failed {r['failed']}"
+            + (f" {r['failed_reasons']}" if r["failed_reasons"] else "")
+            + f", suppressed {r['suppressed']}; routes "
             f"{r['routes']}); gateway peak memory during the campaign **{r['peak_rss_mb']} MB** "
             f"({r['rss_at_start_mb']} MB at its start"
             + (

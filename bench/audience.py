@@ -131,6 +131,21 @@ def _final_count(db: Path, campaign_id: str) -> int:
     return int(n)
 
 
+def _failure_reasons(db: Path, campaign_id: str) -> dict[str, int]:
+    """Why the campaign's failed messages failed (reason: count), read-only: a run with
+    failures says why, instead of leaving only their count behind its deleted database."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute(
+            "SELECT coalesce(reason, '?'), count(*) FROM messages"
+            " WHERE campaign_id = ? AND status = 'failed' GROUP BY 1 ORDER BY 2 DESC",
+            (campaign_id,),
+        ).fetchall()
+    finally:
+        conn.close()
+    return {str(reason): int(n) for reason, n in rows}
+
+
 class _CpuMeter:
     """CPU used from now on by the gateway, its event loop (the main thread) and the mock
     providers (its children), each in % of one core: which of them a campaign waits on."""
@@ -194,6 +209,7 @@ def measure_campaign(count: int = 100_000, timeout_s: float = 900) -> dict[str, 
             peak = procs.peak_rss_mb(gw.proc.pid)
             stats = _request(gw, "GET", f"/v1/campaigns/{campaign_id}/stats")
             delivered = stats["delivered"]
+            reasons = _failure_reasons(gw.db, campaign_id) if stats.get("failed") else {}
         finally:
             procs.stop(gw.proc)
     return {
@@ -208,5 +224,6 @@ def measure_campaign(count: int = 100_000, timeout_s: float = 900) -> dict[str, 
         "cpu": cpu_share,
         "routes": {k: v["targeted"] for k, v in stats.get("routes", {}).items()},
         "failed": stats.get("failed"),
+        "failed_reasons": reasons,
         "suppressed": stats.get("suppressed"),
     }
