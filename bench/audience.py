@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import sqlite3
 import sys
 import tempfile
 import time
@@ -118,31 +117,23 @@ def measure_import(count: int = 1_000_000) -> dict[str, Any]:
     }
 
 
+_FINAL = ",".join(f"'{s}'" for s in sorted(gateway.TERMINAL))
+
+
 def _final_count(db: Path, campaign_id: str) -> int:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        (n,) = conn.execute(
-            "SELECT count(*) FROM messages WHERE campaign_id = ? AND status IN"
-            " ('delivered', 'failed', 'expired', 'suppressed', 'revoked')",
-            (campaign_id,),
-        ).fetchone()
-    finally:
-        conn.close()
-    return int(n)
+    sql = f"SELECT count(*) FROM messages WHERE campaign_id = ? AND status IN ({_FINAL})"
+    return int(gateway.read(db, sql, (campaign_id,))[0][0])
 
 
 def _failure_reasons(db: Path, campaign_id: str) -> dict[str, int]:
-    """Why the campaign's failed messages failed (reason: count), read-only: a run with
-    failures says why, instead of leaving only their count behind its deleted database."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        rows = conn.execute(
-            "SELECT coalesce(reason, '?'), count(*) FROM messages"
-            " WHERE campaign_id = ? AND status = 'failed' GROUP BY 1 ORDER BY 2 DESC",
-            (campaign_id,),
-        ).fetchall()
-    finally:
-        conn.close()
+    """Why the campaign's failed messages failed (reason: count): a run with failures
+    says why, instead of leaving only their count behind its deleted database."""
+    rows = gateway.read(
+        db,
+        "SELECT coalesce(reason, '?'), count(*) FROM messages"
+        " WHERE campaign_id = ? AND status = 'failed' GROUP BY 1 ORDER BY 2 DESC",
+        (campaign_id,),
+    )
     return {str(reason): int(n) for reason, n in rows}
 
 

@@ -65,14 +65,6 @@ def label(latency_ms: int) -> str:
     return f"drain, providers {latency_ms} ms"
 
 
-def _count(db: Path, sql: str) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
 # fill ---------------------------------------------------------------------------------------
 
 
@@ -131,7 +123,7 @@ def fill_queue(cwd: Path, n: int) -> tuple[Fill, list[str]]:
     if code != 0:
         raise RuntimeError(f"filling gateway exited {code}:\n{gw.proc.tail()}")
     statuses = gateway.status_counts(gw.db)
-    queued = _count(gw.db, "SELECT count(*) FROM dispatch_queue")[0][0]
+    queued = gateway.read(gw.db, "SELECT count(*) FROM dispatch_queue")[0][0]
     if fill.accepted != n or statuses != {"accepted": n} or queued != n:
         raise RuntimeError(
             f"queue not filled: {fill.accepted} of {n} answered 202 (other statuses "
@@ -176,11 +168,11 @@ def approve_templates(var: Path) -> str:
         try:
             procs.wait_ready(gw, f"http://127.0.0.1:{port}/readyz", timeout_s=READY_BOUND_S)
             deadline = time.monotonic() + REVIEW_BOUND_S
-            while _count(db, sql)[0][0] and time.monotonic() < deadline:
+            while gateway.read(db, sql)[0][0] and time.monotonic() < deadline:
                 time.sleep(POLL_S)
         finally:
             procs.stop(gw)
-        if _count(db, sql)[0][0]:
+        if gateway.read(db, sql)[0][0]:
             raise RuntimeError(f"template reviews still pending:\n{gw.tail()}")
         with sqlite3.connect(var / "gateway.db") as conn:
             conn.execute("ATTACH DATABASE ? AS reviewed", (str(db),))
@@ -386,10 +378,10 @@ def drain(opts: Options, seed: Seed, latency_ms: int) -> Outcome:
         drained = left == 0
         readyz_rate = n / end if drained and end > 0 else 0.0
         statuses = gateway.status_counts(db)
-        routes = _count(
+        routes = gateway.read(
             db, "SELECT route, count(*) FROM messages GROUP BY route ORDER BY count(*) DESC"
         )
-        first_ack, last_ack = _count(
+        first_ack, last_ack = gateway.read(
             db, "SELECT min(updated_at), max(updated_at) FROM messages WHERE status = 'submitted'"
         )[0]
         # The headline: from the first acknowledgement to the last. The gateway's dispatcher

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench import procs
 
@@ -111,13 +112,18 @@ def send_one(gw: Gateway, to: str) -> tuple[int, str]:
         return exc.code, exc.read().decode(errors="replace")
 
 
-def status_counts(db: Path) -> dict[str, int]:
-    """``SELECT status, count(*) FROM messages GROUP BY status``, read-only."""
+def read(db: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    """``sql``'s rows, read-only: the gateway's database, from beside the gateway."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
-        rows = conn.execute("SELECT status, count(*) FROM messages GROUP BY status").fetchall()
+        return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
+
+
+def status_counts(db: Path) -> dict[str, int]:
+    """``SELECT status, count(*) FROM messages GROUP BY status``, read-only."""
+    rows = read(db, "SELECT status, count(*) FROM messages GROUP BY status")
     return {str(status): int(n) for status, n in rows}
 
 
@@ -167,9 +173,4 @@ def tracked_link(gw: Gateway) -> str:
 
 
 def count_events(db: Path, kind: str) -> int:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        (n,) = conn.execute("SELECT count(*) FROM events WHERE type = ?", (kind,)).fetchone()
-    finally:
-        conn.close()
-    return int(n)
+    return int(read(db, "SELECT count(*) FROM events WHERE type = ?", (kind,))[0][0])
