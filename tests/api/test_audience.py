@@ -133,6 +133,42 @@ async def test_an_import_over_many_writes_counts_every_row_once(
     assert got["tags"] == [] and got["timezone"] == "Asia/Shanghai"
 
 
+async def test_an_import_writes_with_the_bulk_page_cache_and_gives_it_back(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every write of an import runs with the writer's bulk page cache; once it answers,
+    the cache is back to its usual size, for a failed import as for a good one."""
+    from gateway.storage.audience import SqliteAudience
+    from gateway.storage.sqlite import SqliteStore
+    from gateway.storage.writer import BULK_CACHE_KIB, CACHE_KIB
+
+    store = gw.services.store
+    assert isinstance(store, SqliteStore)
+
+    async def cache_kib() -> int:
+        return -int(
+            await store.writer.run(lambda c: c.execute("PRAGMA cache_size").fetchone()[0])
+        )
+
+    seen: list[int] = []
+    upsert = SqliteAudience.upsert_recipients
+
+    async def spying(self: SqliteAudience, *args: Any) -> tuple[int, int]:
+        seen.append(await cache_kib())
+        return await upsert(self, *args)
+
+    monkeypatch.setattr(SqliteAudience, "upsert_recipients", spying)
+    assert await cache_kib() == CACHE_KIB
+    lines = [json.dumps({"phone": f"1380000{i:04d}"}) for i in range(5)]
+    status, _ = await _import(gw, "\n".join(lines).encode(), "application/x-ndjson")
+    assert status == 200
+    assert seen and set(seen) == {BULK_CACHE_KIB}
+    assert await cache_kib() == CACHE_KIB
+    status, _ = await _import(gw, b"name\nx\n", "text/csv")  # refused: no phone column
+    assert status == 422
+    assert await cache_kib() == CACHE_KIB
+
+
 async def test_csv_import_utf8_bom_and_types(gw: Gateway) -> None:
     """Excel's UTF-8 CSV (with a BOM): tags split on ';', numbers typed, other columns attributes."""
     csv_text = "phone,tags,timezone,age,city,score\r\n13800000011,fund;vip,,41,太原,7.5\r\n13800000012,,Asia/Tokyo,29,大同,\r\n12,,,,,\r\n"
