@@ -65,9 +65,11 @@ class Settings(BaseSettings):
     )
     capability_ttl_s: float = 86400.0
     capability_cache_entries: int = Field(
-        default=100_000,
+        default=131_072,
         ge=1,
-        description="numbers whose capability is kept (~130 bytes each); the oldest go first",
+        le=1 << 24,
+        description="slots for numbers' capability answers (16 bytes each, allocated at start, "
+        "rounded up to a power of two); a newer answer takes an older one's slot",
     )
 
     idempotency_ttl_s: float = 48 * 3600

@@ -9,8 +9,8 @@ again soon but never holds a message back.
 from __future__ import annotations
 
 import asyncio
+from array import array
 from collections.abc import Mapping
-from itertools import islice
 from typing import Any
 
 from gateway.clock import Clock
@@ -21,15 +21,27 @@ from gateway.logging import get_logger
 log = get_logger("gateway.capability")
 
 # Every capability there can be (a vendor or none, 5G or not): the cache keeps a code per
-# number, packed with its expiry into one int, not an object and a tuple per number
-# (~95 bytes a number less: a million-recipient campaign asks about a million numbers).
+# number, packed with its expiry into one integer.
 _CAPABILITIES = tuple(Capability(v, rich) for v in (None, *VENDORS) for rich in (False, True))
 _CODE = {c: i for i, c in enumerate(_CAPABILITIES)}
 _BITS = (len(_CAPABILITIES) - 1).bit_length()
 _MASK = (1 << _BITS) - 1
+_FIBONACCI = 0x9E3779B97F4A7C15  # 2**64 / the golden ratio: spreads near numbers apart
+_U64 = (1 << 64) - 1
 
 
 class CapabilityCache:
+    """Answers by number, in two fixed arrays of slots (a direct-mapped cache).
+
+    A number's slot holds the number (its E.164 digits as an integer) and its answer
+    (expiry in whole seconds << _BITS | the capability's code); a newer answer for another
+    number that maps to the same slot takes it. Its memory is fixed and allocated once:
+    16 bytes a slot, with no object per number. A dict of a string and an int per number
+    cost ~130 bytes an entry, and those objects, made among a campaign's short-lived ones
+    over its whole run, kept the heap's arenas from being returned: with 100,000 entries
+    a 200,000-recipient campaign peaked ~13 MB higher than with 20,000.
+    """
+
     def __init__(
         self,
         providers: Mapping[str, Any],
@@ -37,62 +49,68 @@ class CapabilityCache:
         *,
         ttl_s: float = 86400.0,
         failure_ttl_s: float = 60.0,
-        max_entries: int = 100_000,
+        max_entries: int = 131_072,
     ) -> None:
         self._providers = providers
         self._clock = clock
         self._ttl_s = ttl_s
         self._failure_ttl_s = failure_ttl_s
-        self._max = max_entries
-        # bounded: a million-recipient campaign must not keep a million answers in memory
-        # (~130 bytes an entry with its number); number → (expiry in whole seconds << _BITS)
-        # | the capability's code, in the order answered (the oldest go first when full)
-        self._cache: dict[str, int] = {}
+        self._bits = max(1, (max_entries - 1).bit_length())  # slots: the power of two ≥ it
+        size = 1 << self._bits
+        self._numbers = array("Q", bytes(8 * size))  # 0: an empty slot
+        self._answers = array("Q", bytes(8 * size))
         self.lookups = 0
 
+    @property
+    def slots(self) -> int:
+        return len(self._numbers)
+
+    def _slot(self, key: int) -> int:
+        return ((key * _FIBONACCI) & _U64) >> (64 - self._bits)
+
     def forget(self, number: str) -> None:
-        self._cache.pop(number, None)
+        key = _key(number)
+        if key:
+            slot = self._slot(key)
+            if self._numbers[slot] == key:
+                self._numbers[slot] = 0
 
     async def resolve(self, numbers: Mapping[str, str | None]) -> dict[str, Capability]:
         """``numbers`` maps each E.164 number to its carrier; answers every number's capability."""
         now = self._clock.now()
         out: dict[str, Capability] = {}
         missing: dict[str, str | None] = {}
+        keys, answers = self._numbers, self._answers
         for number, carrier in numbers.items():
-            hit = self._cache.get(number)
-            if hit is not None and hit >> _BITS > now:
-                out[number] = _CAPABILITIES[hit & _MASK]
-                continue
-            if hit is not None:  # expired: its new answer goes to the back, as the newest
-                del self._cache[number]
+            key = _key(number)
+            if key:
+                slot = self._slot(key)
+                if keys[slot] == key:
+                    hit = answers[slot]
+                    if hit >> _BITS > now:
+                        out[number] = _CAPABILITIES[hit & _MASK]
+                        continue
             missing[number] = carrier
         if not missing:
             return out
         vendor_answers, carrier_answers, failed = await self._lookup(missing)
-        self._make_room(len(missing))
         vendor_of: dict[str, str] = {}  # the first vendor, in VENDORS' order, that can show it
         for v in VENDORS:
             for number, capable in vendor_answers.get(v, {}).items():
                 if capable:
                     vendor_of.setdefault(number, v)
+        expires = int(now + (self._failure_ttl_s if failed else self._ttl_s)) << _BITS
         for number, carrier in missing.items():
             vendor = vendor_of.get(number)
             rich = bool(carrier and carrier_answers.get(carrier, {}).get(number))
-            capability = _CAPABILITIES[_CODE[Capability(vendor, rich)]]
-            ttl = self._failure_ttl_s if failed else self._ttl_s
-            self._cache[number] = int(now + ttl) << _BITS | _CODE[capability]
-            out[number] = capability
+            code = _CODE[Capability(vendor, rich)]
+            key = _key(number)
+            if key:
+                slot = self._slot(key)
+                keys[slot] = key
+                answers[slot] = expires | code
+            out[number] = _CAPABILITIES[code]
         return out
-
-    def _make_room(self, coming: int) -> None:
-        """Drops the oldest answers (and a tenth more, so this is not done every round)
-        when ``coming`` new ones would pass the bound: the table keeps its size, where
-        starting afresh made a campaign ask again about every number it had just asked."""
-        over = len(self._cache) + coming - self._max
-        if over <= 0:
-            return
-        for number in list(islice(self._cache, over + self._max // 10)):
-            del self._cache[number]
 
     async def _lookup(
         self, missing: Mapping[str, str | None]
@@ -130,3 +148,10 @@ class CapabilityCache:
                 continue
             (vendors if kind == "vendor" else carriers)[name] = result
         return vendors, carriers, failed
+
+
+def _key(number: str) -> int:
+    """An E.164 number's digits as an integer (below 2**50), or 0 (not cached) for anything
+    else."""
+    digits = number[1:] if number.startswith("+") else number
+    return int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 15 else 0

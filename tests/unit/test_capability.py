@@ -53,37 +53,56 @@ async def test_a_failed_lookup_is_not_capable_briefly() -> None:
     assert await cache.resolve({A: None}) == {A: Capability("huawei", False)}  # asked again
 
 
-async def test_forget_and_the_bound() -> None:
-    cache, huawei, _ = _cache(max_entries=1)
+async def test_forget() -> None:
+    cache, huawei, _ = _cache()
     await cache.resolve({A: None})
+    await cache.resolve({A: None})
+    assert len(huawei.asked) == 1
     cache.forget(A)
+    cache.forget(B)  # not there: nothing happens
     await cache.resolve({A: None})
     assert len(huawei.asked) == 2
-    await cache.resolve({B: None})  # over the bound: A, the oldest, makes room
-    await cache.resolve({A: None})
-    assert len(huawei.asked) == 4
 
 
-async def test_the_oldest_answers_go_first_when_full() -> None:
-    numbers = [f"+86138000001{i:02d}" for i in range(30)]
-    cache, huawei, _ = _cache(max_entries=20)
-    await cache.resolve(dict.fromkeys(numbers[:10]))
-    await cache.resolve(dict.fromkeys(numbers[10:20]))
+async def test_its_memory_is_a_fixed_number_of_slots() -> None:
+    """Slots are the power of two at or above the bound; a thousand numbers in 16 slots
+    keep 16 answers at most, each number's newest answer in its slot."""
+    cache, huawei, _ = _cache(max_entries=10)
+    assert cache.slots == 16
+    numbers = [f"+86138{i:08d}" for i in range(1000)]
+    await cache.resolve(dict.fromkeys(numbers))
+    huawei.asked.clear()
+    again = await cache.resolve(dict.fromkeys(numbers))
+    assert again == {n: Capability("huawei" if n == A else None, False) for n in numbers}
+    asked = huawei.asked[0]
+    assert 1000 - 16 <= len(asked) < 1000  # at most 16 kept, and some were
+
+
+async def test_a_number_keeps_its_slot_until_another_takes_it() -> None:
+    """Numbers spread over the slots: of 20 near numbers in 1,024 slots, nearly all stay."""
+    numbers = [f"+86138000001{i:02d}" for i in range(20)]
+    cache, huawei, _ = _cache(max_entries=1024)
+    await cache.resolve(dict.fromkeys(numbers))
+    await cache.resolve(dict.fromkeys(numbers))
+    assert len(huawei.asked) == 1
+
+
+async def test_what_is_not_an_e164_number_is_asked_every_time() -> None:
+    cache, huawei, _ = _cache()
+    for _ in range(2):
+        assert await cache.resolve({"+86 138": None, "+٣٣": None}) == {
+            "+86 138": Capability(None, False),
+            "+٣٣": Capability(None, False),
+        }
     assert len(huawei.asked) == 2
-    await cache.resolve(dict.fromkeys(numbers[20:25]))  # 5 over: the 5 oldest and 2 more go
-    huawei.asked.clear()
-    await cache.resolve(dict.fromkeys(numbers[:25]))
-    assert huawei.asked == [numbers[:7]]  # the newer answers were kept, not all dropped
 
 
-async def test_a_renewed_answer_counts_as_the_newest() -> None:
-    a, b, c, d, e = (f"+861380000020{i}" for i in range(5))
-    cache, huawei, clock = _cache(ttl_s=100, max_entries=4)
-    await cache.resolve({a: None, b: None, c: None})
-    clock.advance(101)  # all three expired
-    await cache.resolve({a: None})  # a asked again: now the newest, not the oldest
-    await cache.resolve({d: None})  # full
-    await cache.resolve({e: None})  # one over the bound: the oldest (b) goes
+async def test_a_renewed_answer_is_kept() -> None:
+    cache, huawei, clock = _cache(ttl_s=100)
+    await cache.resolve({A: None, B: None})
+    clock.advance(101)  # both expired
+    await cache.resolve({A: None})  # asked again
     huawei.asked.clear()
-    await cache.resolve({a: None})
-    assert huawei.asked == []  # a's renewed answer was kept
+    clock.advance(50)
+    await cache.resolve({A: None, B: None})
+    assert huawei.asked == [[B]]  # A's renewed answer was kept, B's had expired
