@@ -126,15 +126,17 @@ def _final_count(db: Path, campaign_id: str) -> int:
 
 
 def _failure_reasons(db: Path, campaign_id: str) -> dict[str, int]:
-    """Why the campaign's failed messages failed (reason: count): a run with failures
-    says why, instead of leaving only their count behind its deleted database."""
+    """Why the campaign's failed messages failed (reason, and a render error's detail:
+    count), the ten commonest: a run with failures says why, instead of leaving only their
+    count behind its deleted database."""
     rows = gateway.read(
         db,
-        "SELECT coalesce(reason, '?'), count(*) FROM messages"
-        " WHERE campaign_id = ? AND status = 'failed' GROUP BY 1 ORDER BY 2 DESC",
+        "SELECT coalesce(reason, '?'), json_extract(rendered, '$.error'), count(*)"
+        " FROM messages WHERE campaign_id = ? AND status = 'failed'"
+        " GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10",
         (campaign_id,),
     )
-    return {str(reason): int(n) for reason, n in rows}
+    return {f"{reason}: {detail}" if detail else str(reason): int(n) for reason, detail, n in rows}
 
 
 class _CpuMeter:
