@@ -80,17 +80,18 @@ class CapabilityCache:
         now = self._clock.now()
         out: dict[str, Capability] = {}
         missing: dict[str, str | None] = {}
+        places: list[tuple[int, int]] = []  # each missing number's (key, slot), in its order
         keys, answers = self._numbers, self._answers
         for number, carrier in numbers.items():
             key = _key(number)
-            if key:
-                slot = self._slot(key)
-                if keys[slot] == key:
-                    hit = answers[slot]
-                    if hit >> _BITS > now:
-                        out[number] = _CAPABILITIES[hit & _MASK]
-                        continue
+            slot = self._slot(key) if key else 0
+            if key and keys[slot] == key:
+                hit = answers[slot]
+                if hit >> _BITS > now:
+                    out[number] = _CAPABILITIES[hit & _MASK]
+                    continue
             missing[number] = carrier
+            places.append((key, slot))
         if not missing:
             return out
         vendor_answers, carrier_answers, failed = await self._lookup(missing)
@@ -100,13 +101,11 @@ class CapabilityCache:
                 if capable:
                     vendor_of.setdefault(number, v)
         expires = int(now + (self._failure_ttl_s if failed else self._ttl_s)) << _BITS
-        for number, carrier in missing.items():
+        for (number, carrier), (key, slot) in zip(missing.items(), places, strict=True):
             vendor = vendor_of.get(number)
             rich = bool(carrier and carrier_answers.get(carrier, {}).get(number))
             code = _CODE[Capability(vendor, rich)]
-            key = _key(number)
             if key:
-                slot = self._slot(key)
                 keys[slot] = key
                 answers[slot] = expires | code
             out[number] = _CAPABILITIES[code]

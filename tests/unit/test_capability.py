@@ -79,7 +79,7 @@ async def test_its_memory_is_a_fixed_number_of_slots() -> None:
 
 
 async def test_a_number_keeps_its_slot_until_another_takes_it() -> None:
-    """Numbers spread over the slots: of 20 near numbers in 1,024 slots, nearly all stay."""
+    """Numbers spread over the slots: 20 near numbers in 1,024 slots all stay."""
     numbers = [f"+86138000001{i:02d}" for i in range(20)]
     cache, huawei, _ = _cache(max_entries=1024)
     await cache.resolve(dict.fromkeys(numbers))
