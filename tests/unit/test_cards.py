@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -257,6 +258,69 @@ def test_a_pattern_that_backtracks_without_end_is_stopped_and_refused() -> None:
     assert problems and problems[0][0] == "code" and "too long to match" in problems[0][1]
     _, again = check_variables(specs, {"code": "aa"})  # would match: the pattern is refused
     assert again and again[0][0] == "code" and "too long to match" in again[0][1]
+
+
+class _HeldUp:
+    """A compiled pattern whose first ``stalls`` matches run out of the process's time
+    while using none of their thread's: what other busy threads do to ``regex``'s clock."""
+
+    def __init__(self, stalls: int) -> None:
+        self.stalls = stalls
+        self.calls = 0
+
+    def fullmatch(self, text: str, **_: Any) -> object | None:
+        self.calls += 1
+        if self.calls <= self.stalls:
+            raise TimeoutError("regular expression time-out")
+        return object() if text == "F001" else None
+
+
+@pytest.fixture
+def held_up(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], _HeldUp]:
+    from cards import patterns
+
+    def install(stalls: int) -> _HeldUp:
+        fake = _HeldUp(stalls)
+        monkeypatch.setattr(patterns, "compile_pattern", lambda pattern: fake)
+        return fake
+
+    monkeypatch.setattr(patterns, "_SLOW", set())
+    return install
+
+
+def test_a_match_held_up_by_other_threads_is_tried_again_and_the_pattern_kept(
+    held_up: Callable[[int], _HeldUp],
+) -> None:
+    """``regex`` times a match on the whole process's CPU clock: a time-out in which this
+    thread did no work is not the pattern's doing. The value is checked again, and the
+    pattern stays usable for every later value (a campaign's batches)."""
+    from cards.patterns import _SLOW
+
+    fake = held_up(2)
+    specs = {"fund_id": VariableSpec.model_validate({"type": "string", "pattern": "[A-Z0-9]+"})}
+    assert check_variables(specs, {"fund_id": "F001"})[1] == []
+    assert fake.calls == 3 and not _SLOW
+    assert check_variables(specs, {"fund_id": "f001"})[1] == [
+        ("fund_id", "must match [A-Z0-9]+")
+    ]
+
+
+def test_a_match_held_up_every_time_fails_the_value_not_the_pattern(
+    held_up: Callable[[int], _HeldUp],
+) -> None:
+    from cards.patterns import _SLOW, RETRIES
+
+    fake = held_up(1 + RETRIES)
+    specs = {"fund_id": VariableSpec.model_validate({"type": "string", "pattern": "[A-Z0-9]+"})}
+    _, problems = check_variables(specs, {"fund_id": "F001"})
+    assert problems == [
+        (
+            "fund_id",
+            "its pattern could not be checked in time (the gateway was too busy): send it again",
+        )
+    ]
+    assert fake.calls == 1 + RETRIES and not _SLOW
+    assert check_variables(specs, {"fund_id": "F001"})[1] == []  # the next value is checked
 
 
 def test_patterns_read_as_python_reads_them() -> None:
