@@ -82,4 +82,4 @@ def _fullmatch(compiled: Any, text: str) -> bool:
 
 
 _TOO_SLOW = "its pattern takes too long to match (it backtracks): store a simpler one"
-_HELD_UP = "its pattern could not be checked in time (the gateway was too busy): send it again"
+_HELD_UP = "its pattern could not be checked in time (the gateway was too busy)"

@@ -633,6 +633,45 @@ async def test_a_variant_that_fails_todays_checks_fails_its_messages_and_the_cam
     assert "fails today's checks" in failed[0]["rendered"]["error"]
 
 
+async def test_a_pattern_check_held_up_once_fails_nobody_in_a_campaign(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``regex`` times a match on the whole process's CPU clock, so busy threads can run a
+    trivial match out of time. Held up once in the fan-out, a campaign variable's pattern
+    (checked once a batch) failed the batch and, refused for good, every later one: a
+    million-recipient campaign lost 166,000 messages as ``render_error``. Now it is checked
+    again, and the POST's own check is held up the same way without a 422."""
+    from cards import patterns
+
+    template = copy.deepcopy(FUND_TEMPLATE)
+    template["variables"]["fund_id"] = {"type": "string", "pattern": "[A-Z0-9]{1,12}"}
+    resp = await gw.client.put("/v1/templates/fund_pat", json=template, headers=gw.auth())
+    assert resp.status in (200, 201), await resp.text()
+    real = patterns.compile_pattern("[A-Z0-9]{1,12}")
+    calls = [0]
+
+    class HeldUp:
+        """The POST's first match and the fan-out's first run out of time."""
+
+        def fullmatch(self, text: str, **kw: Any) -> Any:
+            calls[0] += 1
+            if calls[0] in (1, 3):
+                raise TimeoutError("regular expression time-out")
+            return real.fullmatch(text, **kw)
+
+    monkeypatch.setattr(patterns, "_SLOW", set())
+    monkeypatch.setattr(patterns, "compile_pattern", lambda pattern: HeldUp())
+    await _recipients(gw, 30)
+    campaign_id = await _campaign(
+        gw,
+        variants=[{"template_id": "fund_pat", "weight": 1}],
+        variables={"fund_id": "F001"},
+    )
+    await _run(gw)
+    view = await _get(gw, f"/v1/campaigns/{campaign_id}")
+    assert calls == [4] and _nonzero(view["counts"]) == {"submitted": 30}
+
+
 async def test_a_single_marketing_send_keeps_quiet_hours_in_the_recipients_own_time(
     gw: Gateway,
 ) -> None:
