@@ -721,28 +721,34 @@ class SqliteStore:
                     f" WHERE message_id IN ({','.join('?' * len(chunk))})",
                     (lease_until, *chunk),
                 )
-            loads = orjson.loads
+            # A claim's messages share most of their values (tenant, category, status,
+            # template, stage, route, provider, campaign, time zone, policy), and SQLite
+            # makes a new object of each a row: one object a value a claim instead (a
+            # campaign's peak 0.8-2.8 MB lower in four alternating pairs at 200,000).
+            same: dict[Any, Any] = {}
+            one = same.setdefault
+            policies: dict[str, dict[str, Any]] = {}  # shared: never changed after the parse
             out = [  # positionally, in QueuedMessage's order: thousands a second
                 QueuedMessage(
                     r[0],  # id
-                    r[1],  # tenant_id
+                    one(r[1], r[1]),  # tenant_id
                     r[2],  # to
-                    r[3],  # category
+                    one(r[3], r[3]),  # category
                     r[4],  # rendered, as stored: the dispatcher parses it when it plans
                     _routes(r[5]),  # route_pref
                     r[6],  # attempts
                     r[7],  # expires_at
-                    r[8],  # status
-                    r[9],  # template_id
+                    one(r[8], r[8]),  # status
+                    one(r[9], r[9]),  # template_id
                     r[10],  # template_version
-                    r[11],  # stage
+                    one(r[11], r[11]),  # stage
                     _routes(r[12]),  # exclude
                     r[13],  # ref_suffix
-                    r[14],  # route
-                    r[15],  # provider
-                    r[16],  # campaign_id
-                    r[17],  # timezone
-                    loads(r[18]) if r[18] else None,  # policy
+                    one(r[14], r[14]),  # route
+                    one(r[15], r[15]),  # provider
+                    one(r[16], r[16]),  # campaign_id
+                    one(r[17], r[17]),  # timezone
+                    _policy(r[18], policies),  # policy
                 )
                 for r in rows
             ]
@@ -1014,6 +1020,16 @@ def _submitted_data(o: Submitted) -> str:
 
 
 _ROUTE_LISTS: dict[str, tuple[str, ...]] = {}
+
+
+def _policy(stored: str | None, parsed: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """A message's stored send policy, parsed once for every message of a claim that has it."""
+    if not stored:
+        return None
+    policy = parsed.get(stored)
+    if policy is None:
+        policy = parsed[stored] = orjson.loads(stored)
+    return policy
 
 
 def _routes(stored: str) -> tuple[str, ...]:

@@ -125,6 +125,25 @@ async def test_claim_leases_and_releases(db: Store) -> None:
     assert {q.id for q in await db.claim_due(NOW + 100, 10, NOW + 160)} == {due.id, later.id}
 
 
+async def test_one_claim_gives_each_message_its_own_stored_values(db: Store) -> None:
+    """A claim shares equal values among its messages (one parsed policy for all that have
+    it): each message still reads back what it was stored with, policy and time zone."""
+    nine_to_five = {"window": {"days": [1, 2, 3, 4, 5], "hours": [9, 17]}}
+    capped = {"window": None, "frequency_cap": {"count": 2, "per_seconds": 86400}}
+    stored = [
+        replace(message(), policy=nine_to_five, timezone="Asia/Shanghai"),
+        replace(message(), policy=capped, timezone="Europe/Berlin"),
+        replace(message(), policy=nine_to_five, timezone="Asia/Shanghai"),
+        replace(message(), policy=None, timezone=None),
+    ]
+    for m in stored:
+        await db.accept(m)
+    claimed = {q.id: q for q in await db.claim_due(NOW, 10, NOW + 60)}
+    assert [(claimed[m.id].policy, claimed[m.id].timezone) for m in stored] == [
+        (m.policy, m.timezone) for m in stored
+    ]
+
+
 async def test_outcomes_move_status_forward(db: Store) -> None:
     """Submitted, retried, failed, expired and suppressed outcomes land as statuses and events."""
     a, b, c, d, e = (message() for _ in range(5))
