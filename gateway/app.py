@@ -116,7 +116,12 @@ def create_app(
         services.audience = Audience(store, audience_store, clock)
         services.campaigns = Campaigns(audience_store, catalog_, clock)
         services.runner = CampaignRunner(
-            audience_store, catalog_, clock, settings.links_base_url, accepted
+            audience_store,
+            catalog_,
+            clock,
+            settings.links_base_url,
+            accepted,
+            batch=settings.campaign_batch,
         )
         services.campaigns.on_change = services.runner.wake
         dispatcher.policy = SendPolicy(store, audience_store)

@@ -28,7 +28,6 @@ from gateway.usecases.sending import render_for_send
 
 log = get_logger("gateway.campaigns")
 
-BATCH = 1000
 DEFAULT_TZ = "Asia/Shanghai"
 
 
@@ -54,7 +53,7 @@ class CampaignRunner(PollingWorker):
         link_base_url: str,
         on_messages: Callable[[int], None],
         *,
-        batch: int = BATCH,
+        batch: int,
     ) -> None:
         super().__init__()
         self._audience = audience

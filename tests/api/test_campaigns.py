@@ -353,12 +353,11 @@ async def test_restart_in_the_middle_of_a_fan_out(
     make_gateway: GatewayFactory, aiohttp_client
 ) -> None:  # type: ignore[no-untyped-def]
     """A fan-out stopped after some batches resumes where it stopped: everyone once."""
-    gw = await make_gateway()
+    gw = await make_gateway(campaign_batch=100)
     await _recipients(gw, 250)
     campaign_id = await _campaign(gw)
     runner = gw.services.runner
     assert runner is not None
-    runner._batch = 100
     await runner.run_once()  # one batch of 100, then the process "dies"
     assert (await _get(gw, f"/v1/campaigns/{campaign_id}"))["targeted"] == 100
     await gw.client.close()
@@ -370,8 +369,7 @@ async def test_restart_in_the_middle_of_a_fan_out(
     client = await aiohttp_client(app)
     services = app[SERVICES]
     assert services.runner is not None
-    services.runner._batch = 100
-    await services.runner.run_until_idle()
+    await services.runner.run_until_idle()  # the same settings: batches of 100
     while await services.dispatcher.run_once():
         pass
     auth = {"Authorization": f"Bearer {gw.keys['bank_a']['campaign_key']}"}
