@@ -87,6 +87,24 @@ async def test_a_number_keeps_its_slot_until_another_takes_it() -> None:
     assert len(huawei.asked) == 1
 
 
+async def test_a_newer_answer_takes_the_slot_of_an_older_one() -> None:
+    """Two numbers that map to one slot: the one answered last is kept, the other asked
+    again (a cache that kept the first comer would answer it and ask the second)."""
+    cache, huawei, _ = _cache(max_entries=16)
+    first = A
+    slot = cache._slot(int(first[1:]))
+    second = next(
+        n for n in (f"+86139{i:08d}" for i in range(100_000)) if cache._slot(int(n[1:])) == slot
+    )
+    await cache.resolve({first: None})
+    await cache.resolve({second: None})
+    huawei.asked.clear()
+    await cache.resolve({second: None})
+    assert huawei.asked == []  # the newer answer holds the slot
+    await cache.resolve({first: None})
+    assert huawei.asked == [[first]]  # the older one was taken
+
+
 async def test_what_is_not_an_e164_number_is_asked_every_time() -> None:
     cache, huawei, _ = _cache()
     for _ in range(2):
