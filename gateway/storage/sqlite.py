@@ -843,7 +843,7 @@ def insert_messages(
                 m.template_version,
                 m.campaign_id,
                 m.client_ref,
-                dumps(m.rendered.as_dict()),
+                m.rendered.stored(),
                 m.created_at,
                 m.created_at,
                 m.expires_at,
