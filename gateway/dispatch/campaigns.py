@@ -15,7 +15,7 @@ from typing import Any
 from cards.variables import SharedVariables
 from gateway.clock import Clock
 from gateway.dispatch.worker import PollingWorker
-from gateway.domain.messages import Link, NewMessage, Rendered, Status, StoredRendering
+from gateway.domain.messages import Link, NewMessage, Rendered, Status
 from gateway.domain.routing import preference
 from gateway.domain.segments import parse_rule
 from gateway.errors import InvalidInput
@@ -229,8 +229,7 @@ class CampaignRunner(PollingWorker):
             category=spec.category,
             template_id=loaded.record.template_id,
             template_version=loaded.record.version,
-            # the batch waits for its write as JSON, not as parsed cards (a third the size)
-            rendered=StoredRendering(rendered.stored()),
+            rendered=rendered,
             route_pref=preference(None, spec.routes),
             status=status,
             reason=reason,

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from gateway.dispatch.ports import DeliveryReport
 from gateway.domain.messages import (
     RELEASED_LEASE,
@@ -401,7 +403,7 @@ class MemoryStore:
                     tenant_id=n.tenant_id,
                     to=n.to,
                     category=n.category,
-                    rendered=n.rendered.stored().encode(),  # as the database keeps it
+                    rendered=orjson.dumps(n.rendered.as_dict()),  # as the database keeps it
                     route_pref=n.route_pref,
                     attempts=q.attempts,
                     expires_at=n.expires_at,

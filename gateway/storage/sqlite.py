@@ -843,7 +843,7 @@ def insert_messages(
                 m.template_version,
                 m.campaign_id,
                 m.client_ref,
-                m.rendered.stored(),
+                dumps(m.rendered.as_dict()),
                 m.created_at,
                 m.created_at,
                 m.expires_at,
