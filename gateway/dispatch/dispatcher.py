@@ -570,7 +570,8 @@ def _has_card(q: QueuedMessage) -> bool:
     The rendering is stored as orjson writes ``Rendered.as_dict()``: compact, with the
     ``card`` key only when there is a card. Inside a JSON string a quote is escaped, so
     ``"card":`` can only be a key: the card's own, or one inside the card. The brand, the
-    only other object there, has no such key.
+    only other object there, has no such key. (A row holding ``"card":null`` would cost
+    its number a needless capability lookup, nothing more: the plan reads the parsed card.)
     """
     return b'"card":' in q.rendered
 
