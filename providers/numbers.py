@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 
 
-# One lookup round asks five vendors, one after another, about the same numbers (a claim's,
-# up to 2,000): two claims' worth. 16,384 held ~3.7 MB through a campaign; a miss costs
-# one hash again (~0.6 µs).
-@lru_cache(maxsize=4096)
 def number_hash(e164: str) -> str:
-    """The lowercase hex SHA-256 of an E.164 number, as vendors ask for it."""
+    """The lowercase hex SHA-256 of an E.164 number, as vendors ask for it.
+
+    Not cached: each vendor of a lookup round hashes its numbers again (~0.3 µs each). A
+    cache of the last 4,096 numbers kept each of its entries alive for two rounds, among a
+    campaign's short-lived objects, and so pinned pages of memory that would otherwise
+    have been given back: campaigns to 200,000 peaked about 3 MB higher with it (five
+    alternating pairs), at the same rate.
+    """
     return hashlib.sha256(e164.encode()).hexdigest()
