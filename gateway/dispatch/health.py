@@ -2,44 +2,70 @@
 
 from __future__ import annotations
 
-import statistics
 import time
-from collections import deque
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.dispatch.circuit import CircuitBreaker
 
+RATE_SECONDS = 10  # the current rate: messages submitted over the last ten whole seconds
+
 
 @dataclass
 class ProviderHealth:
+    """A provider's last ``window`` batches (outcome and latency) and its recent rate.
+
+    Its figures are kept in fixed arrays, with no object per batch. A campaign records tens
+    of batches a second, and a float and a tuple a batch, each kept for the next 2,000
+    batches or ten seconds, were among the few objects made during a campaign that outlive
+    its messages: scattered over the memory its messages took, they kept those pages from
+    being given back.
+    """
+
     name: str
     breaker: CircuitBreaker
     window: int = 2000
     submitted: int = 0
     failed: int = 0
-    _results: deque[bool] = field(default_factory=lambda: deque(maxlen=2000))
-    _latencies: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
-    _sent: deque[tuple[float, int]] = field(default_factory=deque)  # (monotonic, messages)
+    recorded: int = 0  # batches ever recorded; the next one's slot is this modulo ``window``
+    _ok: bytearray = field(init=False, repr=False)  # 1: the batch was taken
+    _latencies: array[float] = field(init=False, repr=False)  # seconds
+    _second: array[int] = field(init=False, repr=False)  # the whole second each slot counts
+    _sent: array[int] = field(init=False, repr=False)  # messages taken in that second
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError("window must be at least 1")
+        self._ok = bytearray(self.window)
+        self._latencies = array("d", bytes(8 * self.window))
+        self._second = array("q", [-1] * RATE_SECONDS)
+        self._sent = array("q", bytes(8 * RATE_SECONDS))
 
     def record(self, ok: bool, latency_s: float, messages: int) -> None:
-        self._results.append(ok)
-        self._latencies.append(latency_s)
-        if ok:
-            self.submitted += messages
-            now = time.monotonic()
-            self._sent.append((now, messages))
-            while self._sent and self._sent[0][0] < now - 10:
-                self._sent.popleft()
-        else:
+        slot = self.recorded % self.window
+        self._ok[slot] = ok
+        self._latencies[slot] = latency_s
+        self.recorded += 1
+        if not ok:
             self.failed += messages
+            return
+        self.submitted += messages
+        second = int(time.monotonic())
+        at = second % RATE_SECONDS
+        if self._second[at] != second:
+            self._second[at] = second
+            self._sent[at] = 0
+        self._sent[at] += messages
 
     def rate_per_s(self) -> float:
-        now = time.monotonic()
-        return sum(n for t, n in self._sent if t >= now - 10) / 10.0
+        now = int(time.monotonic())
+        slots = zip(self._second, self._sent, strict=True)
+        return sum(n for s, n in slots if now - s < RATE_SECONDS) / RATE_SECONDS
 
     def view(self) -> dict[str, Any]:
-        lat = sorted(self._latencies)
+        kept = min(self.recorded, self.window)
+        lat = sorted(self._latencies[:kept])
 
         def pct(p: float) -> float | None:
             if not lat:
@@ -49,7 +75,7 @@ class ProviderHealth:
         return {
             "provider": self.name,
             "circuit": self.breaker.state,
-            "success_rate": round(statistics.fmean(self._results), 4) if self._results else None,
+            "success_rate": round(sum(self._ok[:kept]) / kept, 4) if kept else None,
             "latency_ms": {"p50": pct(0.50), "p99": pct(0.99)},
             "rate_per_s": round(self.rate_per_s(), 1),
             "submitted": self.submitted,
