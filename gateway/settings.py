@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     # Claims × claims in flight bound the messages the dispatcher holds. A campaign
     # usually has 1,000-3,000 claimed; when due messages pile up for a moment (a stall),
     # the claims fill to the bound, and the memory that moment takes stays with the
-    # process. Million-recipient campaigns peaked at 105.7-109.4 MB with 1,000 × 4, at
+    # process. Million-recipient campaigns peaked at 105.3-109.5 MB with 1,000 × 4, at
     # 111.9-120.3 with 2,000 × 4, at the same rate. Drains lose 3 % at 0 ms and ~18 % at
     # 50 ms (24,400 and 18,800 msg/s against 25,200 and 23,000, two alternating pairs).
     dispatch_batch: int = 1000
