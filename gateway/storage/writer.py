@@ -17,6 +17,13 @@ such a job must be a few statements over many rows, never a statement a row.
 Auto-checkpoints are off: a passive checkpoint runs on this same connection
 between commits about once a second, so there is never a second writer (SQLite
 3.40 has the WAL-reset bug that two concurrent writers can trigger).
+
+A passive checkpoint copies the log back but never waits for a reader, and the log
+starts again from its beginning only if no reader is in it at the next write; with a
+campaign's reads always under way that hardly ever happened, and a million-recipient
+campaign's log grew to 2 GB. So once the log holds more than ``WAL_TRUNCATE_FRAMES``,
+the checkpoint also waits up to ``WAL_TRUNCATE_WAIT_MS`` for the readers in it to
+finish, and empties it; if they take longer, it tries again a second later.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ def connect(path: Path | str, synchronous: str = "FULL") -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     return conn
 
 
@@ -52,6 +59,9 @@ def connect(path: Path | str, synchronous: str = "FULL") -> sqlite3.Connection:
 # each), and 4 MiB 4-5 MB higher than 2 MiB (four alternating pairs, 2,997 / 2,977 msg/s).
 CACHE_KIB = 2048
 BULK_CACHE_KIB = 16384
+BUSY_TIMEOUT_MS = 5000
+WAL_TRUNCATE_FRAMES = 16384  # 64 MiB of 4 KiB pages
+WAL_TRUNCATE_WAIT_MS = 50
 
 
 # A queued job: the job, its answer, whether in a savepoint, whether off the loop.
@@ -94,6 +104,7 @@ class SqliteWriter:
         self._closed = False
         self.commits = 0
         self.jobs = 0
+        self.truncations = 0  # times the log was emptied (see the module's docstring)
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -201,8 +212,16 @@ class SqliteWriter:
                 fut.set_exception(error)
 
     def _checkpoint(self) -> None:
+        conn = self._conn
         try:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames > WAL_TRUNCATE_FRAMES:
+                conn.execute(f"PRAGMA busy_timeout={WAL_TRUNCATE_WAIT_MS}")
+                try:
+                    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                self.truncations += 0 if busy else 1
         except sqlite3.Error as exc:  # pragma: no cover - logged, retried next second
             log.warning("checkpoint_failed", error=str(exc))
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from gateway.storage import writer as writer_module
 from gateway.storage.writer import BULK_CACHE_KIB, CACHE_KIB, SqliteWriter
 
 
@@ -95,3 +97,58 @@ async def test_the_page_cache_is_larger_only_while_a_bulk_scope_is_open(
         async with writer.bulk():
             raise RuntimeError("the import broke off")
     assert await cache() == CACHE_KIB
+
+
+async def _fill(writer: SqliteWriter, rows: int) -> None:
+    """``rows`` rows of 3 KB, a commit each (so a checkpoint after each, at interval 0)."""
+    for _ in range(rows):
+        await writer.run(
+            lambda c: c.execute("INSERT INTO t (n, b) VALUES (NULL, randomblob(3000))")
+        )
+
+
+@pytest.fixture(name="wal_writer")
+async def _wal_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[SqliteWriter]:
+    monkeypatch.setattr(writer_module, "WAL_TRUNCATE_FRAMES", 60)
+    monkeypatch.setattr(writer_module, "WAL_TRUNCATE_WAIT_MS", 10)
+    w = SqliteWriter(tmp_path / "w.db", checkpoint_interval_s=0)
+    w.connection.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, b BLOB)")
+    w.start()
+    yield w
+    await w.close()
+
+
+def _wal_bytes(tmp_path: Path) -> int:
+    return (tmp_path / "w.db-wal").stat().st_size
+
+
+async def test_a_log_past_its_bound_is_emptied_once_no_reader_is_in_it(
+    wal_writer: SqliteWriter, tmp_path: Path
+) -> None:
+    """A reader holding its snapshot keeps the log (the checkpoint waits a moment for it,
+    then writes go on); once it is done, the next checkpoint empties the log."""
+    await _fill(wal_writer, 5)
+    assert wal_writer.truncations == 0 and _wal_bytes(tmp_path) > 0  # under the bound: kept
+    reader = sqlite3.connect(tmp_path / "w.db", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM t").fetchone() == (5,)
+        started = time.monotonic()
+        await _fill(wal_writer, 40)  # > 60 frames: every checkpoint now tries, and waits
+        assert wal_writer.truncations == 0 and _wal_bytes(tmp_path) > 60 * 4096
+        assert time.monotonic() - started < 40 * 4 * writer_module.WAL_TRUNCATE_WAIT_MS / 1000
+        assert reader.execute("SELECT count(*) FROM t").fetchone() == (5,)  # its snapshot
+        reader.execute("COMMIT")
+    finally:
+        reader.close()
+    await _fill(wal_writer, 1)  # the checkpoint runs between commits, on the writer's thread
+    for _ in range(100):
+        if wal_writer.truncations:
+            break
+        await asyncio.sleep(0.02)
+    assert wal_writer.truncations == 1
+    await _fill(wal_writer, 5)  # and writing goes on, from the start of the emptied log
+    assert wal_writer.truncations == 1 and 0 < _wal_bytes(tmp_path) < 30 * 4096
+    assert len(_rows(tmp_path / "w.db")) == 51
