@@ -28,7 +28,7 @@ class ProviderHealth:
     window: int = 2000
     submitted: int = 0
     failed: int = 0
-    recorded: int = 0  # batches ever recorded; the next one's slot is this modulo ``window``
+    recorded: int = field(default=0, init=False)  # batches ever; the next slot is this % window
     _ok: bytearray = field(init=False, repr=False)  # 1: the batch was taken
     _latencies: array[float] = field(init=False, repr=False)  # seconds
     _second: array[int] = field(init=False, repr=False)  # the whole second each slot counts
@@ -39,8 +39,9 @@ class ProviderHealth:
             raise ValueError("window must be at least 1")
         self._ok = bytearray(self.window)
         self._latencies = array("d", bytes(8 * self.window))
-        self._second = array("q", [-1] * RATE_SECONDS)
-        self._sent = array("q", bytes(8 * RATE_SECONDS))
+        # one slot more than the seconds counted: the current second's, still filling
+        self._second = array("q", [-1] * (RATE_SECONDS + 1))
+        self._sent = array("q", bytes(8 * (RATE_SECONDS + 1)))
 
     def record(self, ok: bool, latency_s: float, messages: int) -> None:
         slot = self.recorded % self.window
@@ -52,16 +53,17 @@ class ProviderHealth:
             return
         self.submitted += messages
         second = int(time.monotonic())
-        at = second % RATE_SECONDS
+        at = second % (RATE_SECONDS + 1)
         if self._second[at] != second:
             self._second[at] = second
             self._sent[at] = 0
         self._sent[at] += messages
 
     def rate_per_s(self) -> float:
+        """Messages taken a second over the last ten whole seconds (not the current one)."""
         now = int(time.monotonic())
         slots = zip(self._second, self._sent, strict=True)
-        return sum(n for s, n in slots if now - s < RATE_SECONDS) / RATE_SECONDS
+        return sum(n for s, n in slots if 1 <= now - s <= RATE_SECONDS) / RATE_SECONDS
 
     def view(self) -> dict[str, Any]:
         kept = min(self.recorded, self.window)

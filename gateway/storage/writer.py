@@ -23,7 +23,9 @@ starts again from its beginning only if no reader is in it at the next write; wi
 campaign's reads always under way that hardly ever happened, and a million-recipient
 campaign's log grew to 2 GB. So once the log holds more than ``WAL_TRUNCATE_FRAMES``,
 the checkpoint also waits up to ``WAL_TRUNCATE_WAIT_MS`` for the readers in it to
-finish, and empties it; if they take longer, it tries again a second later.
+finish, and empties it; if they take longer, the next checkpoint (after a commit, a
+second or more later) tries again. While it waits, commits wait too: up to 50 ms, once
+a second, while the log is over the bound and readers are in it.
 """
 
 from __future__ import annotations

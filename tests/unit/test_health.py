@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from gateway.clock import FrozenClock
@@ -49,18 +51,22 @@ def test_a_partly_filled_window_counts_what_it_holds() -> None:
 
 def test_the_rate_is_over_the_last_ten_whole_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _Monotonic(1000.2)
-    monkeypatch.setattr(health.time, "monotonic", clock)
+    monkeypatch.setattr(health, "time", SimpleNamespace(monotonic=clock))
     h = _health()
     h.record(True, 0.001, 50)  # second 1000
+    assert h.rate_per_s() == 0.0  # the current second is not over yet
     clock.at = 1004.9
     h.record(True, 0.001, 30)  # second 1004
     h.record(False, 0.001, 999)  # a failed batch sent nothing
+    assert h.rate_per_s() == 5.0
+    clock.at = 1005.0
     assert h.rate_per_s() == 8.0
-    clock.at = 1009.99  # second 1000 is still one of the last ten
+    clock.at = 1010.99  # second 1000 is still one of the last ten whole ones
     assert h.rate_per_s() == 8.0
-    clock.at = 1010.0
+    clock.at = 1011.0
     assert h.rate_per_s() == 3.0
-    h.record(True, 0.001, 20)  # second 1010 takes the slot second 1000 had
+    h.record(True, 0.001, 20)  # second 1011 takes the slot second 1000 had
+    clock.at = 1012.5
     assert h.rate_per_s() == 5.0
     clock.at = 1030.0
     assert h.rate_per_s() == 0.0
