@@ -122,6 +122,7 @@ def create_app(
             settings.links_base_url,
             accepted,
             batch=settings.campaign_batch,
+            write_batch=settings.campaign_write_batch,
         )
         services.campaigns.on_change = services.runner.wake
         dispatcher.policy = SendPolicy(store, audience_store)

@@ -61,8 +61,14 @@ class Settings(BaseSettings):
         default=1000,
         ge=1,
         le=10_000,
-        description="recipients a campaign fans out at once: their messages go through "
-        "rendering, the queue, the providers and the reports together",
+        description="recipients a campaign reads from its audience at once",
+    )
+    campaign_write_batch: int = Field(
+        default=250,
+        ge=1,
+        le=10_000,
+        description="messages a campaign renders and writes together (at most "
+        "campaign_batch); the next part renders while one is written",
     )
     retry_base_s: float = 1.0
     retry_max_s: float = 300.0

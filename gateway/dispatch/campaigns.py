@@ -7,9 +7,10 @@ restart in the middle resumes where it stopped and never sends anyone twice.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cards.variables import SharedVariables
@@ -29,6 +30,9 @@ from gateway.usecases.sending import render_for_send
 log = get_logger("gateway.campaigns")
 
 DEFAULT_TZ = "Asia/Shanghai"
+# A fan-out's writes queued at once (see ``_fan_out_batch``): with two, the writer sometimes
+# waited for the next part, and campaigns to 200,000 ran ~10 % slower.
+_QUEUED_PARTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,21 @@ class Refused:
     version: int
     body: dict[str, Any]
     detail: str
+
+
+@dataclass(slots=True)
+class _Variants:
+    """What a batch looks up once: each variant's template, each brand as JSON, and each
+    template's check of the campaign's variables."""
+
+    templates: dict[str, LoadedTemplate | Refused | None] = field(default_factory=dict)
+    brands: dict[str | None, dict[str, Any]] = field(default_factory=dict)
+    shared: dict[str, SharedVariables] = field(default_factory=dict)
+
+
+def _log_failed_write(task: asyncio.Task[int | None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("campaign_write_failed", error=repr(task.exception()))
 
 
 class CampaignRunner(PollingWorker):
@@ -54,6 +73,7 @@ class CampaignRunner(PollingWorker):
         on_messages: Callable[[int], None],
         *,
         batch: int,
+        write_batch: int | None = None,
     ) -> None:
         super().__init__()
         self._audience = audience
@@ -62,6 +82,7 @@ class CampaignRunner(PollingWorker):
         self._links = link_base_url
         self._on_messages = on_messages
         self._batch = batch
+        self._write_batch = min(write_batch or batch, batch)
 
     async def run_once(self) -> bool:
         """One batch for every campaign that has work; answers whether any had."""
@@ -113,36 +134,76 @@ class CampaignRunner(PollingWorker):
         return found, len(found) < self._batch
 
     async def _fan_out_batch(self, c: CampaignRow) -> bool:
+        """Fans out the next ``batch`` recipients, rendered and written in parts of
+        ``write_batch``.
+
+        A part's write is queued as soon as it is rendered, and the next part renders while
+        it is written; before a fourth is queued, the oldest must be done. So the writer
+        always has the next parts waiting, and a part's messages are let go once its write is
+        done instead of with the whole batch. Each part's write carries its cursor and goes in
+        only if the campaign's cursor is still where the part starts: when a write fails,
+        none after it is written, and the next round resumes after the last part written.
+        """
         recipients, done = await self._recipients(c)
         now = self._clock.now()
-        templates: dict[str, LoadedTemplate | Refused | None] = {}
-        brands: dict[str | None, dict[str, Any]] = {}  # each brand as JSON once a batch
-        # each template's check of the campaign's variables, once a batch
-        shared: dict[str, SharedVariables] = {}
+        step = self._write_batch
+        parts = [recipients[i : i + step] for i in range(0, len(recipients), step)] or [[]]
+        variants = _Variants()
+        cursor = c.cursor
+        writing: list[asyncio.Task[int | None]] = []  # queued writes, oldest first
+        written = 0
+        try:
+            for n, part in enumerate(parts):
+                last = n == len(parts) - 1
+                messages = await self._render(c, part, now, variants)
+                after, cursor = cursor, part[-1].phone if part else cursor
+                writing.append(
+                    asyncio.ensure_future(
+                        self._audience.fan_out(
+                            c.campaign_id, messages, cursor, done and last, now, after
+                        )
+                    )
+                )
+                del messages  # held by its write only, until that is done
+                while writing and (len(writing) >= _QUEUED_PARTS or last):
+                    new = await writing.pop(0)
+                    if new is None:
+                        return False  # paused or cancelled meanwhile: nothing more is written
+                    written += self._written(new)
+        finally:
+            for task in writing:
+                # the round stopped while this write was queued: it goes on by itself (and
+                # writes nothing unless the part before it was written); a failure is logged
+                task.add_done_callback(_log_failed_write)
+        return (bool(recipients) and not done) or bool(written)
+
+    def _written(self, new: int) -> int:
+        if new:
+            self._on_messages(new)
+        return new
+
+    async def _render(
+        self, c: CampaignRow, recipients: list[Recipient], now: float, variants: _Variants
+    ) -> list[NewMessage]:
+        """Each recipient's message: its variant rendered, or failed when it cannot be."""
         messages = []
         for r in recipients:
             template_id = choose_variant(c.campaign_id, r.phone, c.body["variants"])
-            if template_id not in templates:
-                templates[template_id] = await self._variant(c, template_id)
-            loaded = templates[template_id]
+            if template_id not in variants.templates:
+                variants.templates[template_id] = await self._variant(c, template_id)
+            loaded = variants.templates[template_id]
             if loaded is None:
                 continue
             if isinstance(loaded, Refused):
                 messages.append(self._refused_message(c, r, loaded, now))
             else:
-                checker = shared.get(template_id)
+                checker = variants.shared.get(template_id)
                 if checker is None:
-                    checker = shared[template_id] = SharedVariables(
+                    checker = variants.shared[template_id] = SharedVariables(
                         loaded.spec.variables, c.body["variables"]
                     )
-                messages.append(await self._message(c, r, loaded, now, brands, checker))
-        cursor = recipients[-1].phone if recipients else c.cursor
-        new = await self._audience.fan_out(c.campaign_id, messages, cursor, done, now)
-        if new is None:
-            return False  # paused or cancelled meanwhile: nothing was written
-        if new:
-            self._on_messages(new)
-        return (bool(recipients) and not done) or bool(new)
+                messages.append(await self._message(c, r, loaded, now, variants.brands, checker))
+        return messages
 
     async def _variant(self, c: CampaignRow, template_id: str) -> LoadedTemplate | Refused | None:
         """The variant's version the campaign was made with (the latest for a campaign made

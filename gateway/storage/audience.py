@@ -339,16 +339,19 @@ class SqliteAudience:
         cursor: str | None,
         done: bool,
         now: float,
+        after: str | None,
     ) -> int | None:
-        """Stores one batch of a campaign's messages with its queue entries and the cursor,
+        """Stores one part of a campaign's messages with its queue entries and the cursor,
         in one transaction; a recipient who has the campaign's message already is skipped.
-        Answers how many were new, or None if the campaign is no longer running."""
+        ``after`` is the cursor the part starts from: if the campaign's is elsewhere (a part
+        before this one was not written), nothing is. Answers how many were new, or None if
+        nothing was written: the campaign is no longer running, or not at ``after``."""
 
         def job(conn: sqlite3.Connection) -> int | None:
-            (state,) = conn.execute(
-                "SELECT state FROM campaigns WHERE campaign_id = ?", (campaign_id,)
+            state, current = conn.execute(
+                "SELECT state, cursor FROM campaigns WHERE campaign_id = ?", (campaign_id,)
             ).fetchone()
-            if state != "running":
+            if state != "running" or current != after:
                 return None
             new = insert_messages(conn, messages, skip_existing=True)
             conn.execute(

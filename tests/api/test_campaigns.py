@@ -379,6 +379,121 @@ async def test_restart_in_the_middle_of_a_fan_out(
     assert len(sent) == len(set(sent)) == 250
 
 
+async def test_a_batch_is_written_in_parts_each_with_its_cursor(
+    make_gateway: GatewayFactory,
+) -> None:
+    """A batch of 100 goes to the database in parts of 30, in order: one round writes all
+    four parts, and everyone gets one message."""
+    gw = await make_gateway(campaign_batch=100, campaign_write_batch=30)
+    phones = await _recipients(gw, 250)
+    campaign_id = await _campaign(gw)
+    runner = gw.services.runner
+    assert runner is not None
+    audience = runner._audience
+    written: list[tuple[int, str | None]] = []
+    fan_out = audience.fan_out
+
+    async def recording(campaign_id: str, messages: Any, cursor: Any, *rest: Any) -> Any:
+        written.append((len(messages), cursor))
+        return await fan_out(campaign_id, messages, cursor, *rest)
+
+    audience.fan_out = recording  # type: ignore[method-assign]
+    assert await runner.run_once()
+    assert written == [(30, phones[29]), (30, phones[59]), (30, phones[89]), (10, phones[99])]
+    assert (await _get(gw, f"/v1/campaigns/{campaign_id}"))["targeted"] == 100
+    await _run(gw)
+    await runner.run_until_idle()  # nothing pending: completed
+    view = await _get(gw, f"/v1/campaigns/{campaign_id}")
+    assert view["state"] == "completed" and view["targeted"] == 250
+    sent = [s.to for s in gw.providers["cmcc"].submitted]
+    assert sorted(sent) == phones
+
+
+@pytest.mark.parametrize("failing", ["write", "render"])
+async def test_a_part_that_fails_leaves_the_cursor_after_the_last_part_written(
+    make_gateway: GatewayFactory, failing: str
+) -> None:
+    """A part whose write fails, or that fails to render while the part before it is being
+    written, stops the round: the parts before it stay written, nothing after it is, and
+    the next round goes on from there. Everyone once."""
+    gw = await make_gateway(campaign_batch=100, campaign_write_batch=30)
+    phones = await _recipients(gw, 250)
+    campaign_id = await _campaign(gw)
+    runner = gw.services.runner
+    assert runner is not None
+    calls = 0
+    if failing == "write":
+        fan_out = runner._audience.fan_out
+
+        async def breaking(*args: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise RuntimeError("disk full")
+            return await fan_out(*args)
+
+        runner._audience.fan_out = breaking  # type: ignore[method-assign]
+    else:
+        render = runner._render
+
+        async def breaking(*args: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise RuntimeError("template bug")
+            return await render(*args)
+
+        runner._render = breaking  # type: ignore[method-assign]
+    assert not await runner.run_once()  # the campaign's round failed (and was logged)
+    for _ in range(5):  # a write still queued when the round stopped finishes
+        await asyncio.sleep(0.01)
+    view = await _get(gw, f"/v1/campaigns/{campaign_id}")
+    assert view["targeted"] == 30
+    await _run(gw)
+    await runner.run_until_idle()  # nothing pending: completed
+    view = await _get(gw, f"/v1/campaigns/{campaign_id}")
+    assert view["state"] == "completed" and view["targeted"] == 250
+    sent = [s.to for s in gw.providers["cmcc"].submitted]
+    assert sorted(sent) == phones
+
+
+async def test_a_pause_between_parts_writes_nothing_more(make_gateway: GatewayFactory) -> None:
+    """Paused while a part is being written: the parts after it write nothing (the one
+    already queued finds the campaign paused), and a resume goes on after the last part
+    written."""
+    gw = await make_gateway(campaign_batch=100, campaign_write_batch=30)
+    phones = await _recipients(gw, 100)
+    campaign_id = await _campaign(gw)
+    runner = gw.services.runner
+    assert runner is not None
+    fan_out = runner._audience.fan_out
+    answers: list[int | None] = []
+    calls = 0
+
+    async def pausing(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the second part's write: the pause comes before it
+            resp = await gw.client.post(f"/v1/campaigns/{campaign_id}/pause", headers=gw.auth())
+            assert resp.status == 200, await resp.text()
+        answers.append(await fan_out(*args))
+        return answers[-1]
+
+    runner._audience.fan_out = pausing  # type: ignore[method-assign]
+    assert not await runner.run_once()
+    for _ in range(5):  # the writes queued after the second, before its answer
+        await asyncio.sleep(0.01)
+    view = await _get(gw, f"/v1/campaigns/{campaign_id}")
+    assert view["state"] == "paused" and view["targeted"] == 30
+    assert sorted(answers, key=str) == [30, None, None, None]
+    await gw.client.post(f"/v1/campaigns/{campaign_id}/resume", headers=gw.auth())
+    await _run(gw)
+    await runner.run_until_idle()  # nothing pending: completed
+    view = await _get(gw, f"/v1/campaigns/{campaign_id}")
+    assert view["state"] == "completed" and view["targeted"] == 100
+    assert sorted(s.to for s in gw.providers["cmcc"].submitted) == phones
+
+
 async def test_campaign_validation(gw: Gateway) -> None:
     """Bad audiences, variants, windows and unknown fields are 422 naming the field."""
     cases = [
