@@ -54,21 +54,23 @@ class Settings(BaseSettings):
         default=4, description="claimed batches in flight at once (bounds memory)"
     )
     dispatch_lease_s: float = 60.0
-    # Campaigns to 200,000 recipients peaked at 108-109 MB with 1,000, 94-95 with 500 and
-    # 90 with 250, 10 and 16 % slower; to a million, at 117.9-119.1, 118.3 and 129.0 MB: a
-    # later burst sets the peak there, so the default stays.
+    # A campaign's round reads campaign_batch recipients, in parts of campaign_write_batch:
+    # each part read while the one before renders, and written while the next ones render
+    # (three writes queued). Parts of 250 instead of whole batches of 1,000: campaigns to
+    # 200,000 peaked ~10 MB lower, ~8 % slower (messages arrive in parts, so the dispatcher
+    # claims fewer at once; docs/BENCHMARKS.md, the sixteenth session).
     campaign_batch: int = Field(
         default=1000,
         ge=1,
         le=10_000,
-        description="recipients a campaign reads from its audience at once",
+        description="recipients a campaign fans out in one round",
     )
     campaign_write_batch: int = Field(
         default=250,
         ge=1,
         le=10_000,
-        description="messages a campaign renders and writes together (at most "
-        "campaign_batch); the next part renders while one is written",
+        description="recipients a campaign reads, renders and writes together (at most "
+        "campaign_batch)",
     )
     retry_base_s: float = 1.0
     retry_max_s: float = 300.0

@@ -18,7 +18,7 @@ from gateway.clock import Clock
 from gateway.dispatch.worker import PollingWorker
 from gateway.domain.messages import Link, NewMessage, Rendered, Status
 from gateway.domain.routing import preference
-from gateway.domain.segments import parse_rule
+from gateway.domain.segments import Rule, parse_rule
 from gateway.errors import InvalidInput
 from gateway.ids import new_id
 from gateway.logging import get_logger
@@ -118,64 +118,79 @@ class CampaignRunner(PollingWorker):
             if not await self.run_once():
                 return
 
-    async def _recipients(self, c: CampaignRow) -> tuple[list[Recipient], bool]:
-        audience = c.body["audience"]
-        if "recipients" in audience:
-            phones: list[str] = audience["recipients"]
-            start = 0
-            if c.cursor is not None:
-                start = bisect.bisect_right(phones, c.cursor)
-            chunk = phones[start : start + self._batch]
+    async def _recipients(
+        self, c: CampaignRow, rule: Rule | None, after: str | None, limit: int
+    ) -> tuple[list[Recipient], bool]:
+        """The next ``limit`` recipients after ``after`` (by the audience's rule, or from its
+        list when ``rule`` is None), and whether they are the last."""
+        if rule is None:
+            phones: list[str] = c.body["audience"]["recipients"]
+            start = 0 if after is None else bisect.bisect_right(phones, after)
+            chunk = phones[start : start + limit]
             known = await self._audience.recipients(c.tenant_id, chunk)
             out = [known.get(p) or Recipient(p, [], {}, DEFAULT_TZ) for p in chunk]
-            return out, start + self._batch >= len(phones)
-        rule = parse_rule(audience["rule"])
-        found = await self._audience.stream(c.tenant_id, rule, c.cursor, self._batch)
-        return found, len(found) < self._batch
+            return out, start + limit >= len(phones)
+        found = await self._audience.stream(c.tenant_id, rule, after, limit)
+        return found, len(found) < limit
 
     async def _fan_out_batch(self, c: CampaignRow) -> bool:
-        """Fans out the next ``batch`` recipients, rendered and written in parts of
-        ``write_batch``.
+        """Fans out the next ``batch`` recipients in parts of ``write_batch``, each read,
+        rendered and written in turn.
 
-        A part's write is queued as soon as it is rendered, and the next part renders while
-        it is written; before a fourth is queued, the oldest must be done. So the writer
-        always has the next parts waiting, and a part's messages are let go once its write is
-        done instead of with the whole batch. Each part's write carries its cursor and goes in
-        only if the campaign's cursor is still where the part starts: when a write fails,
-        none after it is written, and the next round resumes after the last part written.
+        The next part is read while one renders, and a part's write is queued as soon as it
+        is rendered; before a fourth is queued, the oldest must be done. So the writer always
+        has the next parts waiting, and no more than a few parts' recipients and messages
+        are held at once, however large the batch. Each part's write carries its cursor and
+        goes in only if the campaign's cursor is still where the part starts: when a write
+        fails, none after it is written, and the next round resumes after the last part
+        written.
         """
-        recipients, done = await self._recipients(c)
+        audience = c.body["audience"]
+        rule = None if "recipients" in audience else parse_rule(audience["rule"])
         now = self._clock.now()
-        step = self._write_batch
-        parts = [recipients[i : i + step] for i in range(0, len(recipients), step)] or [[]]
         variants = _Variants()
         cursor = c.cursor
         writing: list[asyncio.Task[int | None]] = []  # queued writes, oldest first
-        written = 0
+        read = written = 0
+        done = False
+        reading: asyncio.Task[tuple[list[Recipient], bool]] | None = asyncio.ensure_future(
+            self._recipients(c, rule, cursor, min(self._write_batch, self._batch))
+        )
         try:
-            for n, part in enumerate(parts):
-                last = n == len(parts) - 1
-                messages = await self._render(c, part, now, variants)
+            while reading is not None:
+                part, done = await reading
+                read += len(part)
+                last = done or read >= self._batch
                 after, cursor = cursor, part[-1].phone if part else cursor
-                writing.append(
-                    asyncio.ensure_future(
-                        self._audience.fan_out(
-                            c.campaign_id, messages, cursor, done and last, now, after
+                reading = (
+                    None
+                    if last  # the next part is read while this one renders
+                    else asyncio.ensure_future(
+                        self._recipients(
+                            c, rule, cursor, min(self._write_batch, self._batch - read)
                         )
                     )
                 )
-                del messages  # held by its write only, until that is done
+                messages = await self._render(c, part, now, variants)
+                writing.append(
+                    asyncio.ensure_future(
+                        self._audience.fan_out(c.campaign_id, messages, cursor, done, now, after)
+                    )
+                )
+                del part, messages  # held by its write only, until that is done
                 while writing and (len(writing) >= _QUEUED_PARTS or last):
                     new = await writing.pop(0)
                     if new is None:
                         return False  # paused or cancelled meanwhile: nothing more is written
                     written += self._written(new)
         finally:
+            if reading is not None:
+                reading.cancel()
             for task in writing:
                 # the round stopped while this write was queued: it goes on by itself (and
                 # writes nothing unless the part before it was written); a failure is logged
                 task.add_done_callback(_log_failed_write)
-        return (bool(recipients) and not done) or bool(written)
+        return (read > 0 and not done) or bool(written)
 
     def _written(self, new: int) -> int:
         if new:
