@@ -42,14 +42,14 @@ class Settings(BaseSettings):
 
     dispatcher_enabled: bool = True
     dispatch_concurrency: int = 64
-    # Claims × claims in flight bound the messages the dispatcher holds. With claims of
-    # 2,000 a campaign had 1,000-4,000 claimed; when due messages pile up for a moment,
-    # the claims fill to the bound, and the memory that moment takes stays with the
-    # process. Million-recipient campaigns peaked at 105.1-111.8 MB (median 106.2, 11
-    # runs) with 1,000 × 4, at 111.9-120.3 (median 115.3, 7 runs) with 2,000 × 4, at the
-    # same rate. Drains lose 3 % at 0 ms and ~18 % at 50 ms (24,400 and 18,800 msg/s
-    # against 25,200 and 23,000, two alternating pairs).
-    dispatch_batch: int = 1000
+    # Claims × claims in flight bound the messages the dispatcher holds. When due messages
+    # pile up for a moment, the claims fill to the bound, and the memory that moment takes
+    # stays with the process. Million-recipient campaigns peaked at 111.9-120.3 MB (median
+    # 115.3, 7 runs) with 2,000 × 4 and 105.1-111.8 (median 106.2, 11 runs) with 1,000 × 4;
+    # with 500 × 4, at 97.8 MB, and at 94.3 with the fan-out in parts (one run each, the
+    # sixteenth session). Drains with 500: 18,903 and 11,726 msg/s at 0 and 50 ms, against
+    # 20,690 and 16,309 with 1,000 (at 50 ms the messages in flight bound the rate).
+    dispatch_batch: int = 500
     dispatch_inflight_claims: int = Field(
         default=4, description="claimed batches in flight at once (bounds memory)"
     )
