@@ -379,6 +379,16 @@ async def test_restart_in_the_middle_of_a_fan_out(
     assert len(sent) == len(set(sent)) == 250
 
 
+async def _everyone_once(gw: Gateway, campaign_id: str, phones: list[str]) -> None:
+    """Runs the campaign to its end: completed, and one message sent to each of ``phones``."""
+    await _run(gw)
+    assert gw.services.runner is not None
+    await gw.services.runner.run_until_idle()  # nothing pending: completed
+    view = await _get(gw, f"/v1/campaigns/{campaign_id}")
+    assert view["state"] == "completed" and view["targeted"] == len(phones)
+    assert sorted(s.to for s in gw.providers["cmcc"].submitted) == phones
+
+
 async def test_a_batch_is_written_in_parts_each_with_its_cursor(
     make_gateway: GatewayFactory,
 ) -> None:
@@ -401,12 +411,7 @@ async def test_a_batch_is_written_in_parts_each_with_its_cursor(
     assert await runner.run_once()
     assert written == [(30, phones[29]), (30, phones[59]), (30, phones[89]), (10, phones[99])]
     assert (await _get(gw, f"/v1/campaigns/{campaign_id}"))["targeted"] == 100
-    await _run(gw)
-    await runner.run_until_idle()  # nothing pending: completed
-    view = await _get(gw, f"/v1/campaigns/{campaign_id}")
-    assert view["state"] == "completed" and view["targeted"] == 250
-    sent = [s.to for s in gw.providers["cmcc"].submitted]
-    assert sorted(sent) == phones
+    await _everyone_once(gw, campaign_id, phones)
 
 
 @pytest.mark.parametrize("failing", ["write", "render"])
@@ -421,40 +426,24 @@ async def test_a_part_that_fails_leaves_the_cursor_after_the_last_part_written(
     campaign_id = await _campaign(gw)
     runner = gw.services.runner
     assert runner is not None
+    owner, name = (runner._audience, "fan_out") if failing == "write" else (runner, "_render")
+    real = getattr(owner, name)
     calls = 0
-    if failing == "write":
-        fan_out = runner._audience.fan_out
 
-        async def breaking(*args: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            if calls == 2:
-                raise RuntimeError("disk full")
-            return await fan_out(*args)
+    async def breaking(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError(f"the second part's {failing} failed")
+        return await real(*args)
 
-        runner._audience.fan_out = breaking  # type: ignore[method-assign]
-    else:
-        render = runner._render
-
-        async def breaking(*args: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            if calls == 2:
-                raise RuntimeError("template bug")
-            return await render(*args)
-
-        runner._render = breaking  # type: ignore[method-assign]
+    setattr(owner, name, breaking)
     assert not await runner.run_once()  # the campaign's round failed (and was logged)
     for _ in range(5):  # a write still queued when the round stopped finishes
         await asyncio.sleep(0.01)
     view = await _get(gw, f"/v1/campaigns/{campaign_id}")
     assert view["targeted"] == 30
-    await _run(gw)
-    await runner.run_until_idle()  # nothing pending: completed
-    view = await _get(gw, f"/v1/campaigns/{campaign_id}")
-    assert view["state"] == "completed" and view["targeted"] == 250
-    sent = [s.to for s in gw.providers["cmcc"].submitted]
-    assert sorted(sent) == phones
+    await _everyone_once(gw, campaign_id, phones)
 
 
 async def test_a_pause_between_parts_writes_nothing_more(make_gateway: GatewayFactory) -> None:
@@ -487,11 +476,7 @@ async def test_a_pause_between_parts_writes_nothing_more(make_gateway: GatewayFa
     assert view["state"] == "paused" and view["targeted"] == 30
     assert sorted(answers, key=str) == [30, None, None, None]
     await gw.client.post(f"/v1/campaigns/{campaign_id}/resume", headers=gw.auth())
-    await _run(gw)
-    await runner.run_until_idle()  # nothing pending: completed
-    view = await _get(gw, f"/v1/campaigns/{campaign_id}")
-    assert view["state"] == "completed" and view["targeted"] == 100
-    assert sorted(s.to for s in gw.providers["cmcc"].submitted) == phones
+    await _everyone_once(gw, campaign_id, phones)
 
 
 async def test_campaign_validation(gw: Gateway) -> None:
