@@ -56,9 +56,9 @@ class Settings(BaseSettings):
     dispatch_lease_s: float = 60.0
     # A campaign's round reads campaign_batch recipients, in parts of campaign_write_batch:
     # each part read while the one before renders, and written while the next ones render
-    # (three writes queued). Parts of 250 instead of whole batches of 1,000: campaigns to
-    # 200,000 peaked ~10 MB lower, ~8 % slower (messages arrive in parts, so the dispatcher
-    # claims fewer at once; docs/BENCHMARKS.md, the sixteenth session).
+    # (up to two writes queued while a part renders). Parts of 250 instead of whole batches
+    # of 1,000: campaigns to 200,000 peaked ~10 MB lower, ~8 % slower (messages arrive in
+    # parts, so the dispatcher claims fewer at once; docs/BENCHMARKS.md, sixteenth session).
     campaign_batch: int = Field(
         default=1000,
         ge=1,

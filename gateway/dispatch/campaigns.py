@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,9 +32,11 @@ from gateway.usecases.sending import render_for_send
 log = get_logger("gateway.campaigns")
 
 DEFAULT_TZ = "Asia/Shanghai"
-# A fan-out's writes queued at once (see ``_fan_out_batch``). With one at a time the fan-out
-# waited on every commit, and campaigns to 200,000 ran ~20 % slower; with two, one run read
-# 4,166 msg/s against 5,049 with three (the sixteenth session, docs/BENCHMARKS.md).
+# Once this many of a fan-out's writes are queued, the oldest must be done before the next
+# part renders (see ``_fan_out_batch``): so up to two are queued while a part renders. With
+# one write at a time the fan-out waited on every commit, and campaigns to 200,000 ran ~20 %
+# slower; with this at 2, one run read 4,166 msg/s against 5,049 (docs/BENCHMARKS.md, the
+# sixteenth session).
 _QUEUED_PARTS = 3
 
 
@@ -55,11 +58,6 @@ class _Variants:
     templates: dict[str, LoadedTemplate | Refused | None] = field(default_factory=dict)
     brands: dict[str | None, dict[str, Any]] = field(default_factory=dict)
     shared: dict[str, SharedVariables] = field(default_factory=dict)
-
-
-def _log_failed_write(task: asyncio.Task[int | None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("campaign_write_failed", error=repr(task.exception()))
 
 
 class CampaignRunner(PollingWorker):
@@ -140,12 +138,12 @@ class CampaignRunner(PollingWorker):
         rendered and written in turn.
 
         The next part is read while one renders, and a part's write is queued as soon as it
-        is rendered; before a fourth is queued, the oldest must be done. So the writer always
-        has the next parts waiting, and no more than a few parts' recipients and messages
-        are held at once, however large the batch. Each part's write carries its cursor and
-        goes in only if the campaign's cursor is still where the part starts: when a write
-        fails, none after it is written, and the next round resumes after the last part
-        written.
+        is rendered; once ``_QUEUED_PARTS`` are queued, the oldest must be done before the next
+        part renders. So the writer always has the next parts waiting, and no more than a few
+        parts' recipients and messages are held at once, however large the batch. Each
+        part's write carries its cursor and goes in only if the campaign's cursor is still
+        where the part starts: when a write fails, none after it is written, and the next
+        round resumes after the last part written.
         """
         audience = c.body["audience"]
         rule = None if "recipients" in audience else parse_rule(audience["rule"])
@@ -182,22 +180,34 @@ class CampaignRunner(PollingWorker):
                 del part, messages  # held by its write only, until that is done
                 while writing and (len(writing) >= _QUEUED_PARTS or last):
                     new = await writing.pop(0)
-                    if new is None:
-                        return False  # paused or cancelled meanwhile: nothing more is written
+                    if new is None:  # paused or cancelled meanwhile, or this round's campaign
+                        return False  # row was out of date: nothing more is written
                     written += self._written(new)
         finally:
             if reading is not None:
                 reading.cancel()
             for task in writing:
                 # the round stopped while this write was queued: it goes on by itself (and
-                # writes nothing unless the part before it was written); a failure is logged
-                task.add_done_callback(_log_failed_write)
+                # writes nothing unless the part before it was written), and is counted or
+                # logged when it is done
+                task.add_done_callback(functools.partial(self._leftover, c.campaign_id))
         return (read > 0 and not done) or bool(written)
 
     def _written(self, new: int) -> int:
         if new:
             self._on_messages(new)
         return new
+
+    def _leftover(self, campaign_id: str, task: asyncio.Task[int | None]) -> None:
+        """A write still queued when its round stopped, now done: its messages are counted
+        (and the dispatcher woken) as any part's are, or its failure is logged."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("campaign_write_failed", campaign_id=campaign_id, error=repr(error))
+        elif new := task.result():
+            self._written(new)
 
     async def _render(
         self, c: CampaignRow, recipients: list[Recipient], now: float, variants: _Variants
