@@ -153,24 +153,19 @@ class CampaignRunner(PollingWorker):
         writing: list[asyncio.Task[int | None]] = []  # queued writes, oldest first
         read = written = 0
         done = False
-        reading: asyncio.Task[tuple[list[Recipient], bool]] | None = asyncio.ensure_future(
-            self._recipients(c, rule, cursor, min(self._write_batch, self._batch))
-        )
+
+        def read_next() -> asyncio.Task[tuple[list[Recipient], bool]]:
+            limit = min(self._write_batch, self._batch - read)
+            return asyncio.ensure_future(self._recipients(c, rule, cursor, limit))
+
+        reading: asyncio.Task[tuple[list[Recipient], bool]] | None = read_next()
         try:
             while reading is not None:
                 part, done = await reading
                 read += len(part)
                 last = done or read >= self._batch
                 after, cursor = cursor, part[-1].phone if part else cursor
-                reading = (
-                    None
-                    if last  # the next part is read while this one renders
-                    else asyncio.ensure_future(
-                        self._recipients(
-                            c, rule, cursor, min(self._write_batch, self._batch - read)
-                        )
-                    )
-                )
+                reading = None if last else read_next()  # read while this part renders
                 messages = await self._render(c, part, now, variants)
                 writing.append(
                     asyncio.ensure_future(

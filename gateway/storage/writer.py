@@ -223,7 +223,8 @@ class SqliteWriter:
                     busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
                 finally:
                     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-                self.truncations += 0 if busy else 1
+                if not busy:
+                    self.truncations += 1
         except sqlite3.Error as exc:  # pragma: no cover - logged, retried next second
             log.warning("checkpoint_failed", error=str(exc))
 
