@@ -349,17 +349,38 @@ async def test_pause_resume_cancel(gw: Gateway) -> None:
     assert view["state"] == "cancelled" and _nonzero(view["counts"]) == {"revoked": 10}
 
 
+@pytest.mark.parametrize("between", ["batches", "parts"])
 async def test_restart_in_the_middle_of_a_fan_out(
-    make_gateway: GatewayFactory, aiohttp_client
+    make_gateway: GatewayFactory, aiohttp_client, between: str
 ) -> None:  # type: ignore[no-untyped-def]
-    """A fan-out stopped after some batches resumes where it stopped: everyone once."""
-    gw = await make_gateway(campaign_batch=100)
+    """A fan-out stopped after some batches, or after some parts of a batch, resumes where
+    it stopped: everyone once."""
+    gw = await make_gateway(
+        campaign_batch=100, campaign_write_batch=100 if between == "batches" else 30
+    )
     await _recipients(gw, 250)
     campaign_id = await _campaign(gw)
     runner = gw.services.runner
     assert runner is not None
-    await runner.run_once()  # one batch of 100, then the process "dies"
-    assert (await _get(gw, f"/v1/campaigns/{campaign_id}"))["targeted"] == 100
+    if between == "batches":
+        await runner.run_once()  # one batch of 100, then the process "dies"
+        stopped_at = 100
+    else:  # the process "dies" as the third part's write is queued: two parts of 30 are in
+        fan_out = runner._audience.fan_out
+        calls = 0
+
+        async def dying(*args: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls >= 3:
+                raise asyncio.CancelledError
+            return await fan_out(*args)
+
+        runner._audience.fan_out = dying  # type: ignore[method-assign, assignment]
+        with pytest.raises(asyncio.CancelledError):
+            await runner.run_once()
+        stopped_at = 60
+    assert (await _get(gw, f"/v1/campaigns/{campaign_id}"))["targeted"] == stopped_at
     await gw.client.close()
 
     settings = gw.services.settings
@@ -369,7 +390,7 @@ async def test_restart_in_the_middle_of_a_fan_out(
     client = await aiohttp_client(app)
     services = app[SERVICES]
     assert services.runner is not None
-    await services.runner.run_until_idle()  # the same settings: batches of 100
+    await services.runner.run_until_idle()  # the same settings: batches of 100, or parts
     while await services.dispatcher.run_once():
         pass
     auth = {"Authorization": f"Bearer {gw.keys['bank_a']['campaign_key']}"}
