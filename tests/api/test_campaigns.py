@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import sqlite3
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,6 +15,7 @@ import pytest
 from gateway.app import create_app
 from gateway.domain.messages import Status
 from gateway.keys import SERVICES
+from gateway.storage import audience as audience_storage
 from gateway.storage.sqlite import SqliteStore
 from tests.conftest import FUND_TEMPLATE, Gateway, GatewayFactory
 from tests.fakes import report_body
@@ -442,11 +444,12 @@ async def test_a_batch_is_written_in_parts_each_with_its_cursor(
     await _everyone_once(gw, campaign_id, phones)
 
 
-@pytest.mark.parametrize("failing", ["write", "render"])
+@pytest.mark.parametrize("failing", ["write", "job", "render"])
 async def test_a_part_that_fails_leaves_the_cursor_after_the_last_part_written(
-    make_gateway: GatewayFactory, failing: str
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
-    """A part whose write fails, or that fails to render while the part before it is being
+    """A part whose write fails (before it reaches the writer, or in the writer's job after
+    its messages went in), or that fails to render while the part before it is being
     written, stops the round: the parts before it stay written, nothing after it is, and
     the next round goes on from there. Everyone once."""
     gw = await make_gateway(campaign_batch=100, campaign_write_batch=30)
@@ -454,18 +457,31 @@ async def test_a_part_that_fails_leaves_the_cursor_after_the_last_part_written(
     campaign_id = await _campaign(gw)
     runner = gw.services.runner
     assert runner is not None
-    owner, name = (runner._audience, "fan_out") if failing == "write" else (runner, "_render")
-    real = getattr(owner, name)
     calls = 0
+    if failing == "job":  # in the writer's transaction: the part's rows are rolled back
+        real_insert = audience_storage.insert_messages
 
-    async def breaking(*args: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise RuntimeError(f"the second part's {failing} failed")
-        return await real(*args)
+        def breaking_insert(*args: Any, **kwargs: Any) -> int:
+            nonlocal calls
+            calls += 1
+            new = real_insert(*args, **kwargs)
+            if calls == 2:
+                raise sqlite3.OperationalError("the second part's job failed")
+            return new
 
-    setattr(owner, name, breaking)
+        monkeypatch.setattr(audience_storage, "insert_messages", breaking_insert)
+    else:
+        owner, name = (runner._audience, "fan_out") if failing == "write" else (runner, "_render")
+        real = getattr(owner, name)
+
+        async def breaking(*args: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise RuntimeError(f"the second part's {failing} failed")
+            return await real(*args)
+
+        setattr(owner, name, breaking)
     counted: list[int] = []
     runner._on_messages = counted.append
     assert not await runner.run_once()  # the campaign's round failed (and was logged)
