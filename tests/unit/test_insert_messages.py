@@ -40,7 +40,9 @@ async def test_a_repeat_is_skipped_with_its_links_and_queue_entry(tmp_path: Path
     await store.open()
     try:
         first = _message("+8613800000001", "tokAAAAAAAA")
-        assert await store.writer.run(lambda c: insert_messages(c, [first], skip_existing=True)) == 1
+        assert (
+            await store.writer.run(lambda c: insert_messages(c, [first], skip_existing=True)) == 1
+        )
         again = _message("+8613800000001", "tokBBBBBBBB")
         other = _message("+8613800000002", "tokCCCCCCCC")
         failed = _message("+8613800000003", "tokDDDDDDDD", Status.FAILED)
@@ -112,3 +114,30 @@ async def test_a_claim_tells_a_card_from_none_without_parsing(tmp_path: Path) ->
         await store.close()
     assert [_has_card(claimed[m.to]) for m in messages] == [True, True, False, False, False]
     assert all(_has_card(claimed[m.to]) == (m.rendered.card is not None) for m in messages)
+
+
+async def test_a_large_batch_skips_its_repeats_wherever_they_are(tmp_path: Path) -> None:
+    """A part of 150 recipients, ten of whom had the campaign's message already, spread
+    through it: those ten are left out with their links and queue entries, and the count is
+    of the 140 others."""
+    store = SqliteStore(tmp_path / "gateway.db")
+    await store.open()
+    try:
+        earlier = [_message(f"+86138000{i:05d}", f"old{i:08d}") for i in range(0, 150, 15)]
+        assert await store.writer.run(lambda c: insert_messages(c, earlier)) == 10
+        batch = [_message(f"+86138000{i:05d}", f"new{i:08d}") for i in range(150)]
+        assert (
+            await store.writer.run(lambda c: insert_messages(c, batch, skip_existing=True)) == 140
+        )
+    finally:
+        await store.close()
+    conn = sqlite3.connect(tmp_path / "gateway.db")
+    try:
+        messages = {r[0] for r in conn.execute("SELECT message_id FROM messages")}
+        queued = {r[0] for r in conn.execute("SELECT message_id FROM dispatch_queue")}
+        links = dict(conn.execute("SELECT token, message_id FROM links").fetchall())
+    finally:
+        conn.close()
+    new = [m for i, m in enumerate(batch) if i % 15]
+    assert messages == {m.id for m in earlier + new} == queued
+    assert links == {m.links[0].token: m.id for m in earlier + new}
