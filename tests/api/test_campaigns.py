@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.app import create_app
+from gateway.dispatch.ports import Provider
 from gateway.domain.messages import Status
 from gateway.keys import SERVICES
 from gateway.storage import audience as audience_storage
@@ -387,7 +388,10 @@ async def test_restart_in_the_middle_of_a_fan_out(
 
     settings = gw.services.settings
     app = create_app(
-        settings, store=SqliteStore(settings.sqlite_path), providers=gw.providers, clock=gw.clock
+        settings,
+        store=SqliteStore(settings.sqlite_path),
+        providers=dict[str, Provider](gw.providers),
+        clock=gw.clock,
     )
     client = await aiohttp_client(app)
     services = app[SERVICES]
@@ -526,7 +530,7 @@ async def test_a_pause_between_parts_writes_nothing_more(make_gateway: GatewayFa
 
 async def test_campaign_validation(gw: Gateway) -> None:
     """Bad audiences, variants, windows and unknown fields are 422 naming the field."""
-    cases = [
+    cases: list[tuple[dict[str, Any], list[str | int]]] = [
         ({"audience": {}}, ["audience"]),
         ({"audience": {"segment_id": "nope"}}, ["audience", "segment_id"]),
         (
@@ -550,7 +554,7 @@ async def test_campaign_validation(gw: Gateway) -> None:
         ({"variables": {"amount": "abc"}}, ["variables", "amount"]),
         ({"variables": {"name": "张" * 21}}, ["variables", "name"]),
     ]
-    base = {
+    base: dict[str, Any] = {
         "name": "x",
         "audience": {"rule": {"tag": "fund"}},
         "variants": [{"template_id": "fund_due"}],
