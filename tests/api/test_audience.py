@@ -221,6 +221,30 @@ async def test_csv_import_gbk_that_is_also_valid_utf8(gw: Gateway, media: str) -
         assert got["attrs"] == {"city": city}
 
 
+# Each read in the encoding it was written in; all of them in UTF-8, and 太原 in GBK,
+# also decode the other way.
+_EITHER_WAY = ["上海", "张三", "北京市朝阳区", "阿·买", "Müller", "Café", "太原", "大同"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "gbk"])
+@pytest.mark.parametrize("value", _EITHER_WAY)
+async def test_csv_without_bom_or_charset_is_read_in_its_own_encoding(
+    gw: Gateway, encoding: str, value: str
+) -> None:
+    """A CSV with neither a BOM nor a declared charset, UTF-8 (what scripts write) or GBK
+    (Excel on a Chinese Windows), is read as written, header and cells, even where its
+    bytes also decode the other way (UTF-8 ``上海`` is GBK for ``涓婃捣``)."""
+    column = "城市" if encoding == "utf-8" else "city"  # in GBK the value's line decides
+    line = f"13900000305,{value}".encode(encoding)
+    if encoding == "utf-8" or value == "太原":  # the trap: it decodes, wrongly
+        assert line.decode("gb18030" if encoding == "utf-8" else "utf-8") != line.decode(encoding)
+    data = f"phone,{column}\n".encode(encoding) + line + b"\n"
+    status, out = await _import(gw, data, "text/csv")
+    assert status == 200 and out == {"created": 1, "updated": 0, "rejected": []}
+    got = await (await gw.client.get("/v1/recipients/13900000305", headers=gw.auth())).json()
+    assert got["attrs"] == {column: value}
+
+
 async def test_import_refuses_other_media_and_csv_without_phone(gw: Gateway) -> None:
     """Only NDJSON and CSV are taken, and a CSV needs a phone column."""
     status, _ = await _import(gw, b"x", "application/json")
