@@ -311,33 +311,29 @@ class Audience:
                 continue
             try:
                 if kind == "csv":
-                    part = _decode(raw, encoding).rstrip("\r\n")
-                    if not record:
+                    if not record:  # a record starts here, whatever becomes of it
                         first, quoted, size = number, False, 0
+                    part = _decode(raw, encoding).rstrip("\r\n")
                     record.append(part)
                     if '"' in part:
                         quoted = still_quoted(part, quoted)
                     size += len(part) + 1
+                    if size > MAX_CSV_RECORD:
+                        raise _too_long(quoted, header is None)
                     if quoted:  # inside a quoted cell: the record goes on
-                        if size > MAX_CSV_RECORD:  # an unclosed quote, not a cell
-                            record = []
-                            raise ValueError(
-                                f"a quoted cell is not closed within {MAX_CSV_RECORD:,} characters"
-                            )
                         continue
                     text = "\n".join(record)
                     record = []
                     if header is None:
-                        header = [h.strip() for h in next(csv.reader([text]))]
-                        if "phone" not in header:
-                            raise InvalidInput.field(
-                                ["body", "header"], "a CSV needs a phone column"
-                            )
+                        header = csv_header(text)
                         continue
-                    _csv_row(batch, header, next(csv.reader([text])))
+                    _csv_row(batch, header, _cells(text))
                 else:
                     _ndjson_row(batch, raw)
             except (ValueError, InvalidNumber, ValidationError) as exc:
+                if kind == "csv" and header is None:  # the header's own line
+                    raise InvalidInput.field(["body", "header"], _reason(exc)) from None
+                record = []  # a record with a bad line is rejected whole
                 result.reject(first if kind == "csv" else number, _reason(exc))
                 continue
             if len(batch) >= IMPORT_BATCH:
@@ -418,6 +414,47 @@ def _ndjson_row(batch: RecipientBatch, raw: bytes) -> None:
     if type(data) is not dict:
         raise ValueError("a line is a JSON object")
     _add_recipient(batch, data.pop("phone", None), data)
+
+
+def _cells(text: str) -> list[str]:
+    """A CSV record's cells; a record the csv module cannot read is a ``ValueError``."""
+    try:
+        return next(csv.reader([text]))
+    except csv.Error as exc:
+        if "new-line" in str(exc):
+            raise ValueError(
+                "a line break inside a cell that is not quoted (lines end in LF or CRLF;"
+                " a lone CR, as old Mac Excel writes, is not a line end)"
+            ) from None
+        raise ValueError(f"not a CSV record: {exc}") from None
+
+
+def csv_header(text: str) -> list[str]:
+    """The header's column names: a header without ``phone``, with a name twice, or that
+    cannot be read is a 422 naming ``body.header``."""
+    try:
+        header = [h.strip() for h in _cells(text)]
+    except ValueError as exc:
+        raise InvalidInput.field(["body", "header"], str(exc)) from None
+    if "phone" not in header:
+        raise InvalidInput.field(["body", "header"], "a CSV needs a phone column")
+    twice = sorted({h for h in header if h and header.count(h) > 1})
+    if twice:
+        raise InvalidInput.field(
+            ["body", "header"], f"column(s) named more than once: {', '.join(twice)}"
+        )
+    return header
+
+
+def _too_long(quoted: bool, in_header: bool) -> Exception:
+    """A record over ``MAX_CSV_RECORD`` characters: an unclosed quote, or cells too large."""
+    if quoted:
+        detail = f"a quoted cell is not closed within {MAX_CSV_RECORD:,} characters"
+    else:
+        detail = f"a record of more than {MAX_CSV_RECORD:,} characters"
+    if in_header:
+        return InvalidInput.field(["body", "header"], detail)
+    return ValueError(detail)
 
 
 def _csv_row(batch: RecipientBatch, header: list[str], cells: list[str]) -> None:

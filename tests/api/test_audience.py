@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -412,3 +413,76 @@ async def test_bad_attributes_in_an_import_reject_their_line_only(gw: Gateway) -
     )
     assert resp.status == 422
     assert (await resp.json())["errors"][0]["loc"] == ["body", "attrs"]
+
+
+async def _csv_import(gw: Gateway, data: bytes) -> tuple[int, Any]:
+    resp = await gw.client.post(  # as a stream: aiohttp warns of large bodies given whole
+        "/v1/recipients:import",
+        data=io.BytesIO(data),
+        headers=gw.auth() | {"Content-Type": "text/csv"},
+    )
+    return resp.status, await resp.json()
+
+
+async def _attrs(gw: Gateway, phone: str) -> Any:
+    resp = await gw.client.get(f"/v1/recipients/{phone}", headers=gw.auth())
+    return (await resp.json())["attrs"] if resp.status == 200 else None
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        (b"phone,city\n13900000711,x\n13900000712,\xff\xfe\n13900000713,y\n", 3),
+        (b"phone,city\n13900000712,\xff\xfe\n13900000711,x\n13900000713,y\n", 2),
+        (b"phone,city\n13900000711,x\n\n13900000712,\xff\xfe\n13900000713,y\n", 4),
+        # the second line of a quoted cell cannot be read: the record is rejected at its start
+        (b'phone,city\n13900000711,x\n13900000712,"a\n\xff\xfe"\n13900000713,y\n', 3),
+    ],
+)
+async def test_a_line_that_cannot_be_decoded_is_rejected_by_its_own_number(
+    gw: Gateway, body: bytes, line: int
+) -> None:
+    """A line that is neither UTF-8 nor GBK is rejected with its own line number, and the
+    lines around it go in."""
+    status, out = await _csv_import(gw, body)
+    assert status == 200, out
+    assert (out["created"], [r["line"] for r in out["rejected"]]) == (2, [line])
+    assert await _attrs(gw, "13900000711") == {"city": "x"}
+    assert await _attrs(gw, "13900000713") == {"city": "y"}
+    assert await _attrs(gw, "13900000712") is None
+
+
+async def test_csv_records_the_csv_module_cannot_read_are_rejected_not_a_500(
+    gw: Gateway,
+) -> None:
+    """A lone CR inside a cell that is not quoted, and a record larger than a record may be,
+    reject their own lines; the rest of the file goes in."""
+    big = b"y" * (1 << 20)
+    body = (
+        b"phone,a\n13900000601,x\ry\n13900000602,ok\n13900000603," + big + b"\n13900000604,ok\n"
+    )
+    status, out = await _csv_import(gw, body)
+    assert status == 200, out
+    assert out["created"] == 2
+    reasons = {r["line"]: r["reason"] for r in out["rejected"]}
+    assert set(reasons) == {2, 4}
+    assert "lone CR" in reasons[2] and "more than 65,536 characters" in reasons[4]
+    assert await _attrs(gw, "13900000602") == await _attrs(gw, "13900000604") == {"a": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b"phone,a\r13900000605,x\r", "lone CR"),  # old Mac Excel's line ends
+        (b"phone,city,city\n13900000606,x,y\n", "named more than once: city"),
+        (b"phone," + b"a" * 70_000 + b"\n13900000607,x\n", "more than 65,536 characters"),
+        (b"phone,\xff\xfe\n13900000608,x\n", "neither UTF-8 nor GBK"),
+    ],
+)
+async def test_a_header_that_cannot_be_read_is_a_422_naming_it(
+    gw: Gateway, body: bytes, detail: str
+) -> None:
+    status, problem = await _csv_import(gw, body)
+    assert status == 422, problem
+    assert problem["errors"][0]["loc"] == ["body", "header"]
+    assert detail in problem["errors"][0]["msg"], problem
