@@ -86,6 +86,18 @@ def _is_scalar(v: Any) -> bool:
     return isinstance(v, str | bool | int | float) and not (isinstance(v, float) and v != v)
 
 
+# SQLite's integers are 64-bit: a larger one cannot be compared in SQL.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def out_of_range(v: Any) -> bool:
+    """A whole number SQLite cannot hold, or a float as large (a JSON integer of more than
+    64 bits arrives as one, its digits lost)."""
+    if type(v) is int:
+        return not INT64_MIN <= v <= INT64_MAX
+    return type(v) is float and not -(2.0**63) < v < 2.0**63
+
+
 def _parse(data: Any, loc: tuple[str | int, ...], depth: int, count: list[int]) -> Rule:
     count[0] += 1
     if count[0] > MAX_NODES:
@@ -128,6 +140,10 @@ def _parse_attr(data: dict[str, Any], loc: tuple[str | int, ...]) -> Attr | Not:
         return Attr(name, op) if value is not False else Not(Attr(name, op))
     if not has_value:
         raise RuleError((*loc, "value"), f"{op} needs a value")
+    if (type(value) is int and out_of_range(value)) or (
+        isinstance(value, list) and any(type(v) is int and out_of_range(v) for v in value)
+    ):
+        raise RuleError((*loc, "value"), "whole numbers run from -2^63 to 2^63-1")
     if op == "in":
         if (
             not isinstance(value, list)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.clock import Clock
 from gateway.dispatch.policy import DEFAULT_SETTINGS
 from gateway.domain.phones import InvalidNumber, to_e164
-from gateway.domain.segments import RuleError, parse_rule, valid_attr_name
+from gateway.domain.segments import RuleError, out_of_range, parse_rule, valid_attr_name
 from gateway.domain.windows import parse_hhmm, zone
 from gateway.errors import FieldError, InvalidInput, NotFound
 from gateway.heap import return_free_memory
@@ -46,6 +46,11 @@ def _check_attrs(value: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"attribute name {key!r}: 1-64 characters, no quotes, $ [ ] or .")
         if isinstance(v, dict):
             raise ValueError(f"attribute {key!r}: a string, number, boolean, null or list")
+        if out_of_range(v) or (type(v) is list and any(out_of_range(x) for x in v)):
+            raise ValueError(
+                f"attribute {key!r}: a number of 2^63 or more keeps no exact digits here"
+                " (an account number, say): send it as a string"
+            )
     return value
 
 
@@ -468,6 +473,9 @@ def _csv_row(batch: RecipientBatch, header: list[str], cells: list[str]) -> None
     _add_recipient(batch, phone, {"tags": tags, "attrs": attrs, "timezone": tz})
 
 
+_CHECKED = (dict, list)  # attribute values _check_attrs looks into
+
+
 def _add_recipient(batch: RecipientBatch, raw_phone: Any, data: dict[str, Any]) -> None:
     """One import row, checked as ``RecipientIn`` checks it, without a model per row
     (a million rows make the difference), and added to ``batch``."""
@@ -484,7 +492,7 @@ def _add_recipient(batch: RecipientBatch, raw_phone: Any, data: dict[str, Any]) 
     if type(attrs) is not dict:
         raise ValueError("attrs: an object")
     for key, value in attrs.items():
-        if type(value) is dict or not valid_attr_name(key):
+        if type(value) in _CHECKED or not valid_attr_name(key) or out_of_range(value):
             _check_attrs(attrs)  # names the problem
     tz = data.get("timezone", DEFAULT_TZ)
     if tz != DEFAULT_TZ:  # the default needs no check

@@ -147,9 +147,7 @@ async def test_an_import_writes_with_the_bulk_page_cache_and_gives_it_back(
     assert isinstance(store, SqliteStore)
 
     async def cache_kib() -> int:
-        return -int(
-            await store.writer.run(lambda c: c.execute("PRAGMA cache_size").fetchone()[0])
-        )
+        return -int(await store.writer.run(lambda c: c.execute("PRAGMA cache_size").fetchone()[0]))
 
     seen: list[int] = []
     upsert = SqliteAudience.upsert_recipients
@@ -372,7 +370,9 @@ async def test_csv_a_quote_inside_a_cell_is_a_character(gw: Gateway) -> None:
 async def test_ops_sees_recipients_numbers_masked(gw: Gateway) -> None:
     """As in the logs: only the campaign role sees whole numbers."""
     await _put(gw, "13812345678", {"tags": ["x"]})
-    ops = await (await gw.client.get("/v1/recipients/13812345678", headers=gw.auth(role="ops"))).json()
+    ops = await (
+        await gw.client.get("/v1/recipients/13812345678", headers=gw.auth(role="ops"))
+    ).json()
     assert ops["phone"] == "+86138****5678" and ops["tags"] == ["x"]
     own = await (await gw.client.get("/v1/recipients/13812345678", headers=gw.auth())).json()
     assert own["phone"] == "+8613812345678"
@@ -458,9 +458,7 @@ async def test_csv_records_the_csv_module_cannot_read_are_rejected_not_a_500(
     """A lone CR inside a cell that is not quoted, and a record larger than a record may be,
     reject their own lines; the rest of the file goes in."""
     big = b"y" * (1 << 20)
-    body = (
-        b"phone,a\n13900000601,x\ry\n13900000602,ok\n13900000603," + big + b"\n13900000604,ok\n"
-    )
+    body = b"phone,a\n13900000601,x\ry\n13900000602,ok\n13900000603," + big + b"\n13900000604,ok\n"
     status, out = await _csv_import(gw, body)
     assert status == 200, out
     assert out["created"] == 2
@@ -486,3 +484,68 @@ async def test_a_header_that_cannot_be_read_is_a_422_naming_it(
     assert status == 422, problem
     assert problem["errors"][0]["loc"] == ["body", "header"]
     assert detail in problem["errors"][0]["msg"], problem
+
+
+@pytest.mark.parametrize("big", [2**63, 6222021234567890123456, -(2**63) - 1, [1, 2**64 - 1]])
+async def test_a_number_sqlite_cannot_hold_is_refused_not_changed(gw: Gateway, big: Any) -> None:
+    """An attribute of 2^63 or more (an account number sent as a number) is a 422 naming
+    the attributes, and an import line with one is rejected, instead of being stored as a
+    float with its digits gone; as a string it is kept as it is."""
+    resp = await _put(gw, "13900000801", {"attrs": {"acct": big}})
+    assert resp.status == 422
+    problem = await resp.json()
+    assert problem["errors"][0]["loc"] == ["attrs"] and "as a string" in problem["detail"]
+    line = json.dumps({"phone": "13900000802", "attrs": {"acct": big}}).encode()
+    status, out = await _import(gw, line + b"\n", "application/x-ndjson")
+    assert status == 200 and out["created"] == 0
+    (rejected,) = out["rejected"]
+    assert rejected["line"] == 1 and "as a string" in rejected["reason"]
+    ok = await _put(gw, "13900000801", {"attrs": {"acct": str(big), "edge": 2**63 - 1}})
+    assert ok.status == 201
+    assert await _attrs(gw, "13900000801") == {"acct": str(big), "edge": 2**63 - 1}
+
+
+@pytest.mark.parametrize(
+    ("rule", "loc"),
+    [
+        ({"attr": "age", "op": "gt", "value": 2**63}, ["rule", "value"]),
+        ({"attr": "age", "op": "eq", "value": 2**64 - 1}, ["rule", "value"]),
+        (
+            {"all": [{"attr": "age", "op": "in", "value": [1, 2**64 - 1]}]},
+            ["rule", "all", 0, "value"],
+        ),
+    ],
+)
+async def test_a_rule_number_sqlite_cannot_compare_is_a_422(
+    gw: Gateway, rule: Any, loc: list[Any]
+) -> None:
+    """A rule's whole number beyond 64 bits is refused on PUT, and as a campaign's inline
+    rule: counted, it failed every time (500), and such a campaign never fanned out."""
+    resp = await gw.client.put("/v1/segments/big", json={"rule": rule}, headers=gw.auth())
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["loc"] == loc
+    campaign = {
+        "name": "big",
+        "audience": {"rule": rule},
+        "variants": [{"template_id": "fund_due"}],
+        "variables": {"date": "2026-12-01", "fund_id": "F001"},
+    }
+    resp = await gw.client.post("/v1/campaigns", json=campaign, headers=gw.auth())
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["loc"] == ["audience", *loc]
+
+
+async def test_a_rule_at_the_edges_of_64_bits_counts(gw: Gateway) -> None:
+    """-2^63 and 2^63-1 are whole numbers SQLite holds: stored, compared and counted."""
+    await _put(gw, "13900000803", {"attrs": {"n": 2**63 - 1}})
+    await _put(gw, "13900000804", {"attrs": {"n": -(2**63)}})
+    for op, value, count in (
+        ("eq", 2**63 - 1, 1),
+        ("lte", -(2**63), 1),
+        ("in", [2**63 - 1, -(2**63)], 2),
+    ):
+        rule = {"attr": "n", "op": op, "value": value}
+        resp = await gw.client.put("/v1/segments/edge", json={"rule": rule}, headers=gw.auth())
+        assert resp.status == 200, await resp.text()
+        got = await (await gw.client.get("/v1/segments/edge/count", headers=gw.auth())).json()
+        assert got == {"count": count}, (op, value)
