@@ -91,11 +91,8 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def out_of_range(v: Any) -> bool:
-    """A whole number SQLite cannot hold, or a float as large (a JSON integer of more than
-    64 bits arrives as one, its digits lost)."""
-    if type(v) is int:
-        return not INT64_MIN <= v <= INT64_MAX
-    return type(v) is float and not -(2.0**63) < v < 2.0**63
+    """A whole number SQLite cannot hold."""
+    return type(v) is int and not INT64_MIN <= v <= INT64_MAX
 
 
 def _parse(data: Any, loc: tuple[str | int, ...], depth: int, count: list[int]) -> Rule:
@@ -140,9 +137,7 @@ def _parse_attr(data: dict[str, Any], loc: tuple[str | int, ...]) -> Attr | Not:
         return Attr(name, op) if value is not False else Not(Attr(name, op))
     if not has_value:
         raise RuleError((*loc, "value"), f"{op} needs a value")
-    if (type(value) is int and out_of_range(value)) or (
-        isinstance(value, list) and any(type(v) is int and out_of_range(v) for v in value)
-    ):
+    if out_of_range(value) or (isinstance(value, list) and any(map(out_of_range, value))):
         raise RuleError((*loc, "value"), "whole numbers run from -2^63 to 2^63-1")
     if op == "in":
         if (

@@ -10,6 +10,7 @@ so a message outside is deferred to exactly then, never dropped. DST is zoneinfo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -48,14 +49,16 @@ class Window:
         return day in self.days
 
 
+_HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+
+
 def parse_hhmm(text: str) -> time:
-    try:
-        hours, minutes = text.split(":")
-        if len(hours) != 2 or len(minutes) != 2:
-            raise ValueError
-        return time(int(hours), int(minutes))
-    except ValueError:
-        raise ValueError(f"{text!r} is not a time of day (HH:MM)") from None
+    """``"09:30"`` → 09:30. Only that form: two ASCII digits each (``int`` would also take
+    ``"+9"``, ``" 8"`` or other scripts' digits)."""
+    m = _HHMM.fullmatch(text)
+    if m is None:
+        raise ValueError(f"{text!r} is not a time of day (HH:MM, 00:00 to 23:59)")
+    return time(int(m[1]), int(m[2]))
 
 
 def parse_days(days: Sequence[str]) -> frozenset[int]:

@@ -10,12 +10,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from gateway.clock import Clock
 from gateway.dispatch.policy import DEFAULT_SETTINGS
 from gateway.domain.phones import InvalidNumber, to_e164
-from gateway.domain.segments import RuleError, out_of_range, parse_rule, valid_attr_name
+from gateway.domain.segments import RuleError, parse_rule, valid_attr_name
 from gateway.domain.windows import parse_hhmm, zone
 from gateway.errors import FieldError, InvalidInput, NotFound
 from gateway.heap import return_free_memory
@@ -40,16 +48,22 @@ def _check_tz(value: str) -> str:
     return value
 
 
+def _lossy(v: Any) -> bool:
+    """A number that JSON gave as an integer outside -2^63..2^64-1, which arrives as a
+    float (orjson reads those), its digits lost; or a float as large."""
+    return type(v) is float and (v >= 2.0**64 or v <= -(2.0**63))
+
+
 def _check_attrs(value: dict[str, Any]) -> dict[str, Any]:
     for key, v in value.items():
         if not valid_attr_name(key):
             raise ValueError(f"attribute name {key!r}: 1-64 characters, no quotes, $ [ ] or .")
         if isinstance(v, dict):
             raise ValueError(f"attribute {key!r}: a string, number, boolean, null or list")
-        if out_of_range(v) or (type(v) is list and any(out_of_range(x) for x in v)):
+        if _lossy(v) or (type(v) is list and any(_lossy(x) for x in v)):
             raise ValueError(
-                f"attribute {key!r}: a number of 2^63 or more keeps no exact digits here"
-                " (an account number, say): send it as a string"
+                f"attribute {key!r}: a whole number beyond 64 bits keeps no exact digits"
+                " here (an account number, say): send it as a string"
             )
     return value
 
@@ -81,8 +95,8 @@ class QuietHours(BaseModel):
 
 class FrequencyCap(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max: int = Field(ge=1, le=1000)
-    per_hours: int | float = Field(gt=0, le=24 * 90)  # 24 stays 24, 1.5 stays 1.5
+    max: StrictInt = Field(ge=1, le=1000)
+    per_hours: StrictInt | StrictFloat = Field(gt=0, le=24 * 90)  # 24 stays 24, 1.5 stays 1.5
 
 
 class TenantSettings(BaseModel):
@@ -492,7 +506,7 @@ def _add_recipient(batch: RecipientBatch, raw_phone: Any, data: dict[str, Any]) 
     if type(attrs) is not dict:
         raise ValueError("attrs: an object")
     for key, value in attrs.items():
-        if type(value) in _CHECKED or not valid_attr_name(key) or out_of_range(value):
+        if type(value) in _CHECKED or not valid_attr_name(key) or _lossy(value):
             _check_attrs(attrs)  # names the problem
     tz = data.get("timezone", DEFAULT_TZ)
     if tz != DEFAULT_TZ:  # the default needs no check

@@ -36,7 +36,7 @@ class VariantSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     template_id: str = Field(min_length=1, max_length=64)
-    weight: int = Field(default=1, ge=1, le=1_000_000)
+    weight: StrictInt = Field(default=1, ge=1, le=1_000_000)
 
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]

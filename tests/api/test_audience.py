@@ -486,11 +486,11 @@ async def test_a_header_that_cannot_be_read_is_a_422_naming_it(
     assert detail in problem["errors"][0]["msg"], problem
 
 
-@pytest.mark.parametrize("big", [2**63, 6222021234567890123456, -(2**63) - 1, [1, 2**64 - 1]])
-async def test_a_number_sqlite_cannot_hold_is_refused_not_changed(gw: Gateway, big: Any) -> None:
-    """An attribute of 2^63 or more (an account number sent as a number) is a 422 naming
-    the attributes, and an import line with one is rejected, instead of being stored as a
-    float with its digits gone; as a string it is kept as it is."""
+@pytest.mark.parametrize("big", [6222021234567890123456, 2**64, -(2**63) - 1, [1, 2**64]])
+async def test_a_whole_number_beyond_64_bits_is_refused_not_changed(gw: Gateway, big: Any) -> None:
+    """An attribute that is a whole number beyond 64 bits (an account number sent as a
+    number) is a 422 naming the attributes, and an import line with one is rejected,
+    instead of being stored as a float with its digits gone; as a string it is kept."""
     resp = await _put(gw, "13900000801", {"attrs": {"acct": big}})
     assert resp.status == 422
     problem = await resp.json()
@@ -500,9 +500,10 @@ async def test_a_number_sqlite_cannot_hold_is_refused_not_changed(gw: Gateway, b
     assert status == 200 and out["created"] == 0
     (rejected,) = out["rejected"]
     assert rejected["line"] == 1 and "as a string" in rejected["reason"]
-    ok = await _put(gw, "13900000801", {"attrs": {"acct": str(big), "edge": 2**63 - 1}})
+    edges = {"acct": str(big), "top": 2**64 - 1, "bottom": -(2**63)}
+    ok = await _put(gw, "13900000801", {"attrs": edges})
     assert ok.status == 201
-    assert await _attrs(gw, "13900000801") == {"acct": str(big), "edge": 2**63 - 1}
+    assert await _attrs(gw, "13900000801") == edges
 
 
 @pytest.mark.parametrize(
@@ -549,3 +550,33 @@ async def test_a_rule_at_the_edges_of_64_bits_counts(gw: Gateway) -> None:
         assert resp.status == 200, await resp.text()
         got = await (await gw.client.get("/v1/segments/edge/count", headers=gw.auth())).json()
         assert got == {"count": count}, (op, value)
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"frequency_cap": {"max": "3", "per_hours": 24}}, ["frequency_cap", "max"]),
+        ({"frequency_cap": {"max": True, "per_hours": 24}}, ["frequency_cap", "max"]),
+        ({"frequency_cap": {"max": 3, "per_hours": "24"}}, ["frequency_cap", "per_hours"]),
+        ({"quiet_hours": {"start": "+9:00", "end": "08:00"}}, ["quiet_hours", "start"]),
+        ({"quiet_hours": {"start": "21:00", "end": " 8:00"}}, ["quiet_hours", "end"]),
+        ({"quiet_hours": {"start": "24:00", "end": "08:00"}}, ["quiet_hours", "start"]),
+        ({"quiet_hours": {"start": "21:00", "end": "٠٨:٠٠"}}, ["quiet_hours", "end"]),
+    ],
+)
+async def test_settings_take_numbers_and_times_only_as_written(
+    gw: Gateway, body: Any, loc: list[Any]
+) -> None:
+    """A number sent as a string or a boolean, and a time of day not written HH:MM in ASCII
+    digits, are a 422 naming the field, not converted and stored."""
+    before = await (await gw.client.get("/v1/settings", headers=gw.auth())).json()
+    resp = await gw.client.put("/v1/settings", json=body, headers=gw.auth())
+    assert resp.status == 422
+    assert loc in [e["loc"] for e in (await resp.json())["errors"]]
+    assert await (await gw.client.get("/v1/settings", headers=gw.auth())).json() == before
+    edges = {
+        "quiet_hours": {"start": "23:59", "end": "00:00"},
+        "frequency_cap": {"max": 1, "per_hours": 0.5},
+    }
+    resp = await gw.client.put("/v1/settings", json=edges, headers=gw.auth())
+    assert resp.status == 200 and await resp.json() == edges
