@@ -267,7 +267,7 @@ class Campaigns:
 
     async def stats(self, tenant_id: str, campaign_id: str) -> dict[str, Any]:
         row = await self.require(tenant_id, campaign_id)
-        funnel = _Funnel()
+        funnel = _Funnel([v["template_id"] for v in row.body["variants"]])
         for template_id, route, provider, status, reason, n in await self._audience.funnel_rows(
             campaign_id
         ):
@@ -280,6 +280,8 @@ class Campaigns:
 
 
 _NO_COUNTS = {s.value: 0 for s in Status}
+# final statuses a message may reach after it was handed to a provider (then it has one)
+_ENDED = ("failed", "revoked")
 
 
 def _empty() -> dict[str, Any]:
@@ -290,16 +292,21 @@ def _empty() -> dict[str, Any]:
         "delivered": 0,
         "failed": 0,
         "expired": 0,
+        "revoked": 0,
         "displayed": 0,
         "clicked": {"unique": 0, "total": 0},
     }
 
 
 class _Funnel:
-    def __init__(self) -> None:
+    """The contract's funnel, and ``revoked`` (messages a cancel took back before they were
+    sent), so that what was targeted is accounted for; every variant is listed, with
+    zeros until its first message."""
+
+    def __init__(self, variants: Sequence[str]) -> None:
         self.total = _empty()
         self.by: dict[str, dict[str, dict[str, Any]]] = {
-            "variants": {},
+            "variants": {v: _empty() for v in variants},
             "routes": {},
             "providers": {},
         }
@@ -328,9 +335,9 @@ class _Funnel:
             if status == "suppressed":
                 key = reason if reason in t["suppressed"] else "no_route"
                 t["suppressed"][key] += n
-            if status in ("submitted", "delivered") or (status == "failed" and provider):
+            if status in ("submitted", "delivered") or (status in _ENDED and provider):
                 t["sent"] += n
-            if status in ("delivered", "failed", "expired"):
+            if status in ("delivered", "failed", "expired", "revoked"):
                 t[status] += n
 
     def add_event(

@@ -352,6 +352,28 @@ async def test_pause_resume_cancel(gw: Gateway) -> None:
     assert view["state"] == "cancelled" and _nonzero(view["counts"]) == {"revoked": 10}
 
 
+async def test_stats_account_for_a_cancel_and_list_every_variant(gw: Gateway) -> None:
+    """A cancel's revoked messages are counted (``revoked``), so what was targeted is
+    accounted for; a variant with no message yet is listed with zeros."""
+    campaign_id = await _two_variants(gw, 10)
+    start_at = datetime.fromtimestamp(gw.clock.now() + 30 * 86400, ZoneInfo("Asia/Shanghai"))
+    later = await _campaign(gw, name="later", start_at=start_at.isoformat())
+    assert gw.services.runner is not None
+    await gw.services.runner.run_until_idle()  # fanned out, nothing sent yet
+    for cid in (campaign_id, later):
+        resp = await gw.client.post(f"/v1/campaigns/{cid}/cancel", headers=gw.auth())
+        assert resp.status == 200, await resp.text()
+    stats = await _get(gw, f"/v1/campaigns/{campaign_id}/stats")
+    assert stats["targeted"] == stats["revoked"] == 10 and stats["sent"] == 0
+    variants = stats["variants"]
+    assert set(variants) == {"fund_due", "fund_due_b"}
+    assert sum(v["revoked"] for v in variants.values()) == 10
+    assert all(v["revoked"] == v["targeted"] > 0 for v in variants.values())
+    empty = await _get(gw, f"/v1/campaigns/{later}/stats")
+    assert empty["targeted"] == 0 and set(empty["variants"]) == {"fund_due"}
+    assert empty["variants"]["fund_due"]["targeted"] == empty["variants"]["fund_due"]["revoked"] == 0
+
+
 @pytest.mark.parametrize("between", ["batches", "parts"])
 async def test_restart_in_the_middle_of_a_fan_out(
     make_gateway: GatewayFactory, aiohttp_client, between: str
