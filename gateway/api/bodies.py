@@ -14,7 +14,7 @@ from gateway.usecases.catalog import invalid_from_pydantic
 
 M = TypeVar("M", bound=BaseModel)
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 
 async def json_body(request: web.Request) -> Any:
@@ -46,7 +46,7 @@ async def parse(request: web.Request, model: type[M]) -> tuple[M, Any]:
 
 def path_id(request: web.Request, name: str) -> str:
     value = request.match_info[name]
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):  # not match with $: that allows a trailing newline
         raise InvalidInput.field(
             ["path", name],
             "1 to 64 letters, digits, '.', '-' or '_', starting with a letter or digit",

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -72,8 +72,18 @@ def parse_days(days: Sequence[str]) -> frozenset[int]:
     return frozenset(out)
 
 
+@lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    """IANA's zone names, without the host's own zone (``localtime``) and tzdata's
+    placeholder (``Factory``), which ``ZoneInfo`` would load too (as it would
+    ``posixrules`` or ``right/UTC``: files, not names)."""
+    return frozenset(available_timezones() - {"localtime", "Factory"})
+
+
 @lru_cache(maxsize=1024)
 def zone(name: str) -> ZoneInfo:
+    if name not in _zone_names():
+        raise ValueError(f"{name!r} is not an IANA time zone")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -35,6 +35,10 @@ class Recipient:
     timezone: str
 
 
+# A recipient's row as JSON: as much as a CSV record may hold (one recipient a line).
+MAX_RECIPIENT_BYTES = 64 * 1024
+
+
 class RecipientBatch:
     """Recipients to write, packed as they are added into one JSON array of
     ``[phone, tags, attrs, timezone]`` (~110 bytes a row) rather than a few hundred bytes
@@ -54,6 +58,11 @@ class RecipientBatch:
             row = orjson.dumps((phone, tags, attrs, timezone))
         except orjson.JSONEncodeError as exc:
             raise ValueError(f"attrs: {exc}") from None
+        if len(row) > MAX_RECIPIENT_BYTES:
+            raise ValueError(
+                f"attrs: a recipient's tags and attributes take at most"
+                f" {MAX_RECIPIENT_BYTES:,} bytes as JSON ({len(row):,} here)"
+            )
         if self._count:
             self._buf += b","
         self._buf += row

@@ -7,7 +7,7 @@ import csv
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from pydantic import (
@@ -73,7 +73,7 @@ class RecipientIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tags: list[str] = Field(default_factory=list, max_length=200)
+    tags: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list, max_length=200)
     attrs: dict[str, Any] = Field(default_factory=dict)
     timezone: str = DEFAULT_TZ
 
@@ -500,8 +500,8 @@ def _add_recipient(batch: RecipientBatch, raw_phone: Any, data: dict[str, Any]) 
     if type(tags) is not list or len(tags) > 200:
         raise ValueError("tags: a list of at most 200 strings")
     for tag in tags:
-        if type(tag) is not str:
-            raise ValueError("tags: a list of at most 200 strings")
+        if type(tag) is not str or not tag:
+            raise ValueError("tags: a list of at most 200 strings, none of them empty")
     attrs = data.get("attrs", {})
     if type(attrs) is not dict:
         raise ValueError("attrs: an object")

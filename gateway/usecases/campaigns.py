@@ -109,6 +109,8 @@ class Campaigns:
             )
             if earlier is not None:
                 return await self._first_answer(tenant_id, earlier), True
+        if not isinstance(body, dict):
+            raise InvalidInput.field(["body"], "must be a JSON object")
         try:
             spec = CampaignIn.model_validate(body)
         except ValidationError as exc:

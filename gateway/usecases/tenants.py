@@ -13,7 +13,7 @@ from gateway.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthen
 from gateway.storage.base import DuplicateTenant, Store
 
 ROLES = ("campaign", "ops")
-_TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_TENANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
 def hash_key(key: str) -> str:
@@ -26,7 +26,7 @@ def new_key(role: str) -> str:
 
 
 async def create_tenant(store: Store, clock: Clock, tenant_id: str) -> dict[str, str]:
-    if not _TENANT_ID.match(tenant_id):
+    if not _TENANT_ID.fullmatch(tenant_id):
         raise InvalidInput.field(["tenant_id"], "lowercase letters, digits, - and _, at most 63")
     keys = {role: new_key(role) for role in ROLES}
     try:

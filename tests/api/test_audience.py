@@ -48,6 +48,13 @@ async def test_put_and_get_recipient(gw: Gateway) -> None:
     [
         ("12", {}, ["path", "phone"]),
         ("13812345678", {"timezone": "Mars/Base"}, ["timezone"]),
+        # files of the zone database, not zone names (the first is the host's own zone)
+        ("13812345678", {"timezone": "localtime"}, ["timezone"]),
+        ("13812345678", {"timezone": "Factory"}, ["timezone"]),
+        ("13812345678", {"timezone": "posixrules"}, ["timezone"]),
+        ("13812345678", {"timezone": "right/UTC"}, ["timezone"]),
+        ("13812345678", {"tags": ["vip", ""]}, ["tags", 1]),  # a rule cannot name it
+        ("13812345678", {"attrs": {"note": "长" * 30_000}}, ["body", "attrs"]),
         ("13812345678", {"attrs": {'a"b': 1}}, ["attrs"]),
         ("13812345678", {"attrs": {"x": {"nested": 1}}}, ["attrs"]),
         ("13812345678", {"tags": "vip"}, ["tags"]),
@@ -580,3 +587,32 @@ async def test_settings_take_numbers_and_times_only_as_written(
     }
     resp = await gw.client.put("/v1/settings", json=edges, headers=gw.auth())
     assert resp.status == 200 and await resp.json() == edges
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ({"timezone": "localtime"}, "not an IANA time zone"),
+        ({"tags": ["vip", ""]}, "none of them empty"),
+        ({"attrs": {"note": "长" * 30_000}}, "at most 65,536 bytes"),
+    ],
+)
+async def test_an_import_line_the_put_would_refuse_is_rejected(
+    gw: Gateway, line: Any, reason: str
+) -> None:
+    body = json.dumps({"phone": "13900000901", **line}, ensure_ascii=False).encode()
+    status, out = await _import(
+        gw, b'{"phone": "13900000902"}\n' + body + b"\n", "application/x-ndjson"
+    )
+    assert status == 200 and out["created"] == 1
+    (rejected,) = out["rejected"]
+    assert rejected["line"] == 2 and reason in rejected["reason"], rejected
+
+
+async def test_a_path_id_with_a_trailing_newline_is_refused(gw: Gateway) -> None:
+    """``$`` matches before a final newline: ``abc\\n`` was taken as an id of its own."""
+    resp = await gw.client.put(
+        "/v1/segments/abc%0A", json={"rule": {"tag": "x"}}, headers=gw.auth()
+    )
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["loc"] == ["path", "segment_id"]

@@ -591,6 +591,8 @@ async def test_campaign_validation(gw: Gateway) -> None:
         assert resp.status == 422, (change, await resp.text())
         assert loc in [e["loc"] for e in (await resp.json())["errors"]], (change, await resp.text())
     assert (await gw.client.get("/v1/campaigns/01NOPE", headers=gw.auth())).status == 404
+    resp = await gw.client.post("/v1/campaigns", json=[base], headers=gw.auth())
+    assert resp.status == 422 and (await resp.json())["errors"][0]["loc"] == ["body"]
 
 
 async def test_scheduled_campaign_waits_for_start(gw: Gateway) -> None:

@@ -1,11 +1,18 @@
-"""The admin socket's place: a folder only its owner may enter, never a path too long."""
+"""The admin commands: the socket's place (a folder only its owner may enter, never a path
+too long), and the tenant ids `tenant create` takes."""
 
 from __future__ import annotations
 
 import stat
 from pathlib import Path
 
+import pytest
+
 from gateway.api.admin import prepare_socket
+from gateway.clock import SystemClock
+from gateway.errors import InvalidInput
+from gateway.storage.memory import MemoryStore
+from gateway.usecases.tenants import create_tenant
 
 
 def test_the_socket_folder_is_its_owners_only_and_a_stale_socket_goes(tmp_path: Path) -> None:
@@ -25,3 +32,11 @@ def test_no_socket_where_its_path_would_be_too_long(tmp_path: Path) -> None:
     deep = tmp_path / ("x" * 120)
     assert prepare_socket(deep) is None
     assert not deep.exists()
+
+
+async def test_a_tenant_id_with_a_trailing_newline_is_refused() -> None:
+    """``$`` matches before a final newline: ``bank\\n`` was a tenant id of its own."""
+    store = MemoryStore()
+    with pytest.raises(InvalidInput):
+        await create_tenant(store, SystemClock(), "bank\n")
+    assert set(await create_tenant(store, SystemClock(), "bank")) >= {"tenant_id"}
