@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from gateway.domain.messages import Link, NewMessage, Rendered, Status
 from gateway.ids import new_id
@@ -32,6 +33,15 @@ def _message(to: str, token: str, status: str = Status.ACCEPTED) -> NewMessage:
     )
 
 
+def _rows(db: Path, sql: str) -> list[Any]:
+    """``sql``'s rows, read from the database file beside the store."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
 async def test_a_repeat_is_skipped_with_its_links_and_queue_entry(tmp_path: Path) -> None:
     """A recipient who has the campaign's message already gets no second one: not counted,
     no second link, no second queue entry; the rest of the batch goes in, a message born
@@ -50,14 +60,11 @@ async def test_a_repeat_is_skipped_with_its_links_and_queue_entry(tmp_path: Path
         assert await store.writer.run(lambda c: insert_messages(c, batch, skip_existing=True)) == 2
     finally:
         await store.close()
-    conn = sqlite3.connect(tmp_path / "gateway.db")
-    try:
-        messages = {r[0] for r in conn.execute("SELECT message_id FROM messages")}
-        queued = {r[0] for r in conn.execute("SELECT message_id FROM dispatch_queue")}
-        tokens = {r[0] for r in conn.execute("SELECT token FROM links")}
-        events = conn.execute("SELECT message_id, type, data FROM events").fetchall()
-    finally:
-        conn.close()
+    db = tmp_path / "gateway.db"
+    messages = {r[0] for r in _rows(db, "SELECT message_id FROM messages")}
+    queued = {r[0] for r in _rows(db, "SELECT message_id FROM dispatch_queue")}
+    tokens = {r[0] for r in _rows(db, "SELECT token FROM links")}
+    events = _rows(db, "SELECT message_id, type, data FROM events")
     assert messages == {first.id, other.id, failed.id}
     assert queued == {first.id, other.id}
     assert tokens == {"tokAAAAAAAA", "tokCCCCCCCC", "tokDDDDDDDD"}
@@ -131,13 +138,10 @@ async def test_a_large_batch_skips_its_repeats_wherever_they_are(tmp_path: Path)
         )
     finally:
         await store.close()
-    conn = sqlite3.connect(tmp_path / "gateway.db")
-    try:
-        messages = {r[0] for r in conn.execute("SELECT message_id FROM messages")}
-        queued = {r[0] for r in conn.execute("SELECT message_id FROM dispatch_queue")}
-        links = dict(conn.execute("SELECT token, message_id FROM links").fetchall())
-    finally:
-        conn.close()
+    db = tmp_path / "gateway.db"
+    messages = {r[0] for r in _rows(db, "SELECT message_id FROM messages")}
+    queued = {r[0] for r in _rows(db, "SELECT message_id FROM dispatch_queue")}
+    links = dict(_rows(db, "SELECT token, message_id FROM links"))
     new = [m for i, m in enumerate(batch) if i % 15]
     assert messages == {m.id for m in earlier + new} == queued
     assert links == {m.links[0].token: m.id for m in earlier + new}
