@@ -487,9 +487,6 @@ def _csv_row(batch: RecipientBatch, header: list[str], cells: list[str]) -> None
     _add_recipient(batch, phone, {"tags": tags, "attrs": attrs, "timezone": tz})
 
 
-_CHECKED = (dict, list)  # attribute values _check_attrs looks into
-
-
 def _add_recipient(batch: RecipientBatch, raw_phone: Any, data: dict[str, Any]) -> None:
     """One import row, checked as ``RecipientIn`` checks it, without a model per row
     (a million rows make the difference), and added to ``batch``."""
@@ -506,8 +503,11 @@ def _add_recipient(batch: RecipientBatch, raw_phone: Any, data: dict[str, Any]) 
     if type(attrs) is not dict:
         raise ValueError("attrs: an object")
     for key, value in attrs.items():
-        if type(value) in _CHECKED or not valid_attr_name(key) or _lossy(value):
-            _check_attrs(attrs)  # names the problem
+        kind = type(value)  # strings and numbers, the usual values, need no more
+        plain = kind is str or kind is int or (kind is float and not _lossy(value))
+        if not plain or not valid_attr_name(key):
+            _check_attrs(attrs)  # checks them all, and names the problem if there is one
+            break
     tz = data.get("timezone", DEFAULT_TZ)
     if tz != DEFAULT_TZ:  # the default needs no check
         if not isinstance(tz, str):
