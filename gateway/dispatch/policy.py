@@ -19,8 +19,8 @@ from gateway.domain.windows import (
     Window,
     next_opening,
     parse_days,
-    parse_hhmm,
-    zone,
+    stored_hhmm,
+    stored_zone,
 )
 from gateway.storage.audience import SqliteAudience
 from gateway.storage.base import Store
@@ -36,13 +36,13 @@ def window_of(spec: dict[str, Any] | None) -> Window | None:
     if not spec:
         return None
     return Window(
-        Interval(parse_hhmm(spec["start"]), parse_hhmm(spec["end"])),
+        Interval(stored_hhmm(spec["start"]), stored_hhmm(spec["end"])),
         parse_days(spec.get("days") or list(DAYS)),
     )
 
 
 def interval_of(spec: dict[str, Any] | None) -> Interval | None:
-    return Interval(parse_hhmm(spec["start"]), parse_hhmm(spec["end"])) if spec else None
+    return Interval(stored_hhmm(spec["start"]), stored_hhmm(spec["end"])) if spec else None
 
 
 class SendPolicy:
@@ -91,7 +91,7 @@ class SendPolicy:
                     continue
                 policy = q.policy or {}
                 tz = q.timezone or zones.get(q.to) or DEFAULT_TZ
-                opening = next_opening(now, zone(tz), window_of(policy.get("window")), quiet)
+                opening = next_opening(now, stored_zone(tz), window_of(policy.get("window")), quiet)
                 if opening is None or opening >= q.expires_at:
                     held[q.id] = Expired(q.id, now)
                 elif opening > now:

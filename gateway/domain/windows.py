@@ -61,6 +61,19 @@ def parse_hhmm(text: str) -> time:
     return time(int(m[1]), int(m[2]))
 
 
+def stored_hhmm(text: str) -> time:
+    """A time of day as stored: as ``parse_hhmm`` reads it, or as versions before it did
+    (two characters each side that ``int`` reads: ``" 8:00"``, ``"+9:00"``), so that the
+    settings and windows they stored are still read, not a failed dispatch round."""
+    try:
+        return parse_hhmm(text)
+    except ValueError:
+        hours, minutes = text.split(":")
+        if len(hours) != 2 or len(minutes) != 2:
+            raise
+        return time(int(hours), int(minutes))
+
+
 def parse_days(days: Sequence[str]) -> frozenset[int]:
     out = set()
     for d in days:
@@ -88,6 +101,15 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"{name!r} is not an IANA time zone") from None
+
+
+def stored_zone(name: str) -> ZoneInfo:
+    """A recipient's time zone as stored: versions before ``zone`` checked names took any
+    file of the zone database (``localtime``, ``posixrules``), and those load as before."""
+    try:
+        return zone(name)
+    except ValueError:
+        return ZoneInfo(name)
 
 
 def allowed(ts: float, tz: ZoneInfo, window: Window | None, quiet: Interval | None) -> bool:

@@ -929,3 +929,34 @@ async def test_recipients_stored_as_orjson_writes_them_read_back_exactly(gw: Gat
     )
     (found,) = await audience.stream(tenant, None, None, 10)
     assert found.phone == phone and found.attrs["x"] != found.attrs["x"]  # NaN
+
+
+async def test_settings_windows_and_zones_stored_before_the_checks_still_dispatch(
+    gw: Gateway,
+) -> None:
+    """Values earlier versions took and stored (quiet hours ``" 8:00"``, a window starting
+    ``"+9:00"``, a recipient in ``localtime``) are read as they were: refused on input now,
+    they must not fail the dispatch round of every message claimed with them."""
+    store = gw.services.store
+    tenant = gw.keys["bank_a"]["tenant_id"]
+    await store.put_settings(tenant, {"quiet_hours": {"start": "21:00", "end": " 8:00"}})
+    gw.services.dispatcher.policy.forget(tenant)  # type: ignore[union-attr]
+    phones = await _recipients(gw, 2)
+    await store.writer.run(  # type: ignore[attr-defined]
+        lambda conn: conn.execute(
+            "UPDATE recipients SET timezone = 'localtime' WHERE phone = ?", (phones[0],)
+        )
+    )
+    campaign_id = await _campaign(gw, window={"start": "00:00", "end": "23:59"})
+    await store.writer.run(  # type: ignore[attr-defined]
+        lambda conn: conn.execute(
+            "UPDATE campaigns SET body = json_set(body, '$.window.start', '+0:00')"
+            " WHERE campaign_id = ?",
+            (campaign_id,),
+        )
+    )
+    other = await gw.send(tenant="bank_b", to="13812340000")
+    await _run(gw)
+    assert (await gw.message(other, tenant="bank_b"))["status"] == "submitted"
+    counts = _nonzero((await _get(gw, f"/v1/campaigns/{campaign_id}"))["counts"])
+    assert sum(counts.values()) == 2 and not counts.keys() & {"accepted", "failed"}, counts
