@@ -90,9 +90,16 @@ def _is_scalar(v: Any) -> bool:
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
+def lossy(v: Any) -> bool:
+    """A float that stands for a whole number JSON wrote beyond -2^63..2^64-1 (orjson reads
+    those as floats, their digits lost), or a float as large."""
+    return type(v) is float and (v >= 2.0**64 or v <= -(2.0**63))
+
+
 def out_of_range(v: Any) -> bool:
-    """A whole number SQLite cannot hold."""
-    return type(v) is int and not INT64_MIN <= v <= INT64_MAX
+    """A number a rule cannot compare in SQL: a whole number beyond SQLite's 64 bits, or a
+    ``lossy`` one."""
+    return (type(v) is int and not INT64_MIN <= v <= INT64_MAX) or lossy(v)
 
 
 def _parse(data: Any, loc: tuple[str | int, ...], depth: int, count: list[int]) -> Rule:

@@ -23,7 +23,7 @@ from pydantic import (
 from gateway.clock import Clock
 from gateway.dispatch.policy import DEFAULT_SETTINGS
 from gateway.domain.phones import InvalidNumber, to_e164
-from gateway.domain.segments import RuleError, parse_rule, valid_attr_name
+from gateway.domain.segments import RuleError, lossy, parse_rule, valid_attr_name
 from gateway.domain.windows import parse_hhmm, zone
 from gateway.errors import FieldError, InvalidInput, NotFound
 from gateway.heap import return_free_memory
@@ -48,19 +48,13 @@ def _check_tz(value: str) -> str:
     return value
 
 
-def _lossy(v: Any) -> bool:
-    """A number that JSON gave as an integer outside -2^63..2^64-1, which arrives as a
-    float (orjson reads those), its digits lost; or a float as large."""
-    return type(v) is float and (v >= 2.0**64 or v <= -(2.0**63))
-
-
 def _check_attrs(value: dict[str, Any]) -> dict[str, Any]:
     for key, v in value.items():
         if not valid_attr_name(key):
             raise ValueError(f"attribute name {key!r}: 1-64 characters, no quotes, $ [ ] or .")
         if isinstance(v, dict):
             raise ValueError(f"attribute {key!r}: a string, number, boolean, null or list")
-        if _lossy(v) or (type(v) is list and any(_lossy(x) for x in v)):
+        if lossy(v) or (type(v) is list and any(map(lossy, v))):
             raise ValueError(
                 f"attribute {key!r}: a whole number beyond 64 bits keeps no exact digits"
                 " here (an account number, say): send it as a string"
@@ -504,7 +498,7 @@ def _add_recipient(batch: RecipientBatch, raw_phone: Any, data: dict[str, Any]) 
         raise ValueError("attrs: an object")
     for key, value in attrs.items():
         kind = type(value)  # strings and numbers, the usual values, need no more
-        plain = kind is str or kind is int or (kind is float and not _lossy(value))
+        plain = kind is str or kind is int or (kind is float and not lossy(value))
         if not plain or not valid_attr_name(key):
             _check_attrs(attrs)  # checks them all, and names the problem if there is one
             break

@@ -282,8 +282,9 @@ class Campaigns:
 
 
 _NO_COUNTS = {s.value: 0 for s in Status}
-# final statuses a message may reach after it was handed to a provider (then it has one)
-_ENDED = ("failed", "revoked")
+# final statuses a message may reach without being handed to a provider, or after it was
+# (then it has one): it failed, it was taken back, or no report came before its TTL ran out
+_ENDED = ("failed", "revoked", "expired")
 
 
 def _empty() -> dict[str, Any]:
@@ -302,8 +303,8 @@ def _empty() -> dict[str, Any]:
 
 class _Funnel:
     """The contract's funnel, and ``revoked`` (messages a cancel took back before they were
-    sent), so that what was targeted is accounted for; every variant is listed, with
-    zeros until its first message."""
+    sent, or a recall after), so that what was targeted is accounted for; every variant is
+    listed, with zeros until its first message."""
 
     def __init__(self, variants: Sequence[str]) -> None:
         self.total = _empty()

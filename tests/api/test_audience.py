@@ -518,6 +518,9 @@ async def test_a_whole_number_beyond_64_bits_is_refused_not_changed(gw: Gateway,
     [
         ({"attr": "age", "op": "gt", "value": 2**63}, ["rule", "value"]),
         ({"attr": "age", "op": "eq", "value": 2**64 - 1}, ["rule", "value"]),
+        ({"attr": "age", "op": "eq", "value": 2**64}, ["rule", "value"]),  # read as a float
+        ({"attr": "age", "op": "lt", "value": -(2**63) - 1}, ["rule", "value"]),
+        ({"attr": "acct", "op": "eq", "value": 6222021234567890123456}, ["rule", "value"]),
         (
             {"all": [{"attr": "age", "op": "in", "value": [1, 2**64 - 1]}]},
             ["rule", "all", 0, "value"],

@@ -374,6 +374,37 @@ async def test_stats_account_for_a_cancel_and_list_every_variant(gw: Gateway) ->
     assert empty["variants"]["fund_due"]["targeted"] == empty["variants"]["fund_due"]["revoked"] == 0
 
 
+async def test_an_sms_that_expired_without_a_report_was_sent(gw: Gateway) -> None:
+    """A message handed to a provider that never reported, expired at its TTL, counts as
+    sent (and expired): the funnel's sent is what providers took."""
+    await _recipients(gw, 3)
+    campaign_id = await _campaign(gw, ttl_seconds=600)
+    await _run(gw)
+    assert (await _get(gw, f"/v1/campaigns/{campaign_id}/stats"))["sent"] == 3
+    gw.clock.advance(601)
+    await _run(gw)
+    stats = await _get(gw, f"/v1/campaigns/{campaign_id}/stats")
+    assert (stats["sent"], stats["expired"], stats["delivered"]) == (3, 3, 0)
+    assert stats["providers"]["cmcc"]["sent"] == 3
+
+
+async def test_a_message_recalled_after_it_was_sent_counts_as_sent(gw: Gateway) -> None:
+    """A recall after the hand-over (the provider took it back) leaves it revoked and sent;
+    one revoked before it went is revoked and not sent."""
+    await _recipients(gw, 2)
+    campaign_id = await _campaign(gw)
+    assert gw.services.runner is not None
+    await gw.services.runner.run_until_idle()
+    first, second = await _campaign_messages(gw, campaign_id)
+    resp = await gw.client.post(f"/v1/messages/{second['message_id']}/revoke", headers=gw.auth())
+    assert resp.status == 200, await resp.text()
+    await _run(gw)
+    resp = await gw.client.post(f"/v1/messages/{first['message_id']}/revoke", headers=gw.auth())
+    assert resp.status == 200 and (await resp.json())["status"] == "revoked"
+    stats = await _get(gw, f"/v1/campaigns/{campaign_id}/stats")
+    assert (stats["targeted"], stats["revoked"], stats["sent"]) == (2, 2, 1)
+
+
 @pytest.mark.parametrize("between", ["batches", "parts"])
 async def test_restart_in_the_middle_of_a_fan_out(
     make_gateway: GatewayFactory, aiohttp_client, between: str
