@@ -24,12 +24,13 @@ from gateway.clock import Clock
 from gateway.dispatch.policy import DEFAULT_SETTINGS
 from gateway.domain.phones import InvalidNumber, to_e164
 from gateway.domain.segments import RuleError, lossy, parse_rule, valid_attr_name
-from gateway.domain.windows import parse_hhmm, zone
+from gateway.domain.windows import zone
 from gateway.errors import FieldError, InvalidInput, NotFound
 from gateway.heap import return_free_memory
 from gateway.storage.audience import RecipientBatch, SqliteAudience
 from gateway.storage.base import Store
 from gateway.usecases.catalog import invalid_from_pydantic
+from gateway.usecases.fields import Hhmm, WholeNumber
 
 DEFAULT_TZ = "Asia/Shanghai"
 # Rows a write takes: the unique index on the number is written in random order, and a
@@ -77,19 +78,13 @@ class RecipientIn(BaseModel):
 
 class QuietHours(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    start: str
-    end: str
-
-    @field_validator("start", "end")
-    @classmethod
-    def _hhmm(cls, value: str) -> str:
-        parse_hhmm(value)
-        return value
+    start: Hhmm
+    end: Hhmm
 
 
 class FrequencyCap(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max: StrictInt = Field(ge=1, le=1000)
+    max: WholeNumber = Field(ge=1, le=1000)
     per_hours: StrictInt | StrictFloat = Field(gt=0, le=24 * 90)  # 24 stays 24, 1.5 stays 1.5
 
 

@@ -6,21 +6,20 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from cards.variables import check_variables
 from gateway.clock import Clock, to_rfc3339
 from gateway.domain.messages import IdempotencyRecord, Status
 from gateway.domain.phones import InvalidNumber, mask, to_e164
 from gateway.domain.segments import RuleError, parse_rule
-from gateway.domain.windows import parse_hhmm
 from gateway.errors import Conflict, FieldError, InvalidInput, NotFound
 from gateway.ids import new_id
 from gateway.storage.audience import CampaignRow, SqliteAudience
 from gateway.storage.base import IdempotencyConflict
 from gateway.usecases.audience import FrequencyCap
 from gateway.usecases.catalog import Catalog, invalid_from_pydantic
-from gateway.usecases.fields import Rfc3339, check_schedule
+from gateway.usecases.fields import Hhmm, Rfc3339, WholeNumber, check_schedule
 from gateway.usecases.sending import idempotency_conflict, replay_of, request_hash
 
 
@@ -36,7 +35,7 @@ class VariantSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     template_id: str = Field(min_length=1, max_length=64)
-    weight: StrictInt = Field(default=1, ge=1, le=1_000_000)
+    weight: WholeNumber = Field(default=1, ge=1, le=1_000_000)
 
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -49,15 +48,9 @@ def _all_days() -> list[Day]:
 class WindowSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    start: str
-    end: str
+    start: Hhmm
+    end: Hhmm
     days: list[Day] = Field(default_factory=_all_days, min_length=1)
-
-    @field_validator("start", "end")
-    @classmethod
-    def _hhmm(cls, value: str) -> str:
-        parse_hhmm(value)
-        return value
 
 
 class CampaignIn(BaseModel):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, StrictInt
 
+from gateway.domain.windows import parse_hhmm
 from gateway.errors import InvalidInput
 
 # How far ahead a send or a campaign may be scheduled: a year, with a day to spare.
@@ -22,6 +23,23 @@ def _text_only(value: Any) -> Any:
 
 
 Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_text_only)]
+
+
+def _whole(value: Any) -> Any:
+    """JSON may write a whole number as 2 or as 2.0: both are 2; a string, a boolean or a
+    fraction is then refused by ``StrictInt`` (lax, pydantic would take ``"2"`` and true)."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+WholeNumber = Annotated[StrictInt, BeforeValidator(_whole)]
+
+
+def _hhmm(value: str) -> str:
+    parse_hhmm(value)
+    return value
+
+
+Hhmm = Annotated[str, AfterValidator(_hhmm)]  # a time of day, "09:30" (see parse_hhmm)
 
 
 def check_schedule(at: datetime | None, now: float, field: str) -> None:

@@ -352,6 +352,14 @@ async def test_pause_resume_cancel(gw: Gateway) -> None:
     assert view["state"] == "cancelled" and _nonzero(view["counts"]) == {"revoked": 10}
 
 
+async def test_a_weight_written_as_a_whole_float_is_taken(gw: Gateway) -> None:
+    """JSON may write 50 as 50.0: it is 50 (a string or a boolean is a 422, above)."""
+    await _recipients(gw, 1)
+    campaign_id = await _campaign(gw, variants=[{"template_id": "fund_due", "weight": 50.0}])
+    view = await _get(gw, f"/v1/campaigns/{campaign_id}")
+    assert view["state"] in ("running", "completed")
+
+
 async def test_stats_account_for_a_cancel_and_list_every_variant(gw: Gateway) -> None:
     """A cancel's revoked messages are counted (``revoked``), so what was targeted is
     accounted for; a variant with no message yet is listed with zeros."""
