@@ -35,8 +35,13 @@ class Recipient:
     timezone: str
 
 
-# A recipient's row as JSON: as much as a CSV record may hold (one recipient a line).
-MAX_RECIPIENT_BYTES = 64 * 1024
+# A recipient's row as JSON: room for a whole CSV record (65,536 characters, of up to
+# three bytes each in UTF-8), with its quotes and commas.
+MAX_RECIPIENT_BYTES = 256 * 1024
+
+
+class RecipientTooLarge(ValueError):
+    """A recipient's tags and attributes over ``MAX_RECIPIENT_BYTES`` as JSON."""
 
 
 class RecipientBatch:
@@ -59,9 +64,9 @@ class RecipientBatch:
         except orjson.JSONEncodeError as exc:
             raise ValueError(f"attrs: {exc}") from None
         if len(row) > MAX_RECIPIENT_BYTES:
-            raise ValueError(
-                f"attrs: a recipient's tags and attributes take at most"
-                f" {MAX_RECIPIENT_BYTES:,} bytes as JSON ({len(row):,} here)"
+            raise RecipientTooLarge(
+                f"a recipient's tags and attributes take at most {MAX_RECIPIENT_BYTES:,}"
+                f" bytes as JSON ({len(row):,} here)"
             )
         if self._count:
             self._buf += b","

@@ -22,6 +22,20 @@ async def _import(gw: Gateway, data: bytes, content_type: str) -> tuple[int, Any
     return resp.status, await resp.json()
 
 
+async def _csv_import(gw: Gateway, data: bytes) -> tuple[int, Any]:
+    resp = await gw.client.post(  # as a stream: aiohttp warns of large bodies given whole
+        "/v1/recipients:import",
+        data=io.BytesIO(data),
+        headers=gw.auth() | {"Content-Type": "text/csv"},
+    )
+    return resp.status, await resp.json()
+
+
+async def _attrs(gw: Gateway, phone: str) -> Any:
+    resp = await gw.client.get(f"/v1/recipients/{phone}", headers=gw.auth())
+    return (await resp.json())["attrs"] if resp.status == 200 else None
+
+
 async def test_put_and_get_recipient(gw: Gateway) -> None:
     """A recipient is stored under its E.164 number, created then replaced."""
     body = {
@@ -54,7 +68,8 @@ async def test_put_and_get_recipient(gw: Gateway) -> None:
         ("13812345678", {"timezone": "posixrules"}, ["timezone"]),
         ("13812345678", {"timezone": "right/UTC"}, ["timezone"]),
         ("13812345678", {"tags": ["vip", ""]}, ["tags", 1]),  # a rule cannot name it
-        ("13812345678", {"attrs": {"note": "长" * 30_000}}, ["body", "attrs"]),
+        ("13812345678", {"attrs": {"note": "长" * 90_000}}, ["body"]),
+        ("13812345678", {"tags": ["长" * 500] * 200}, ["body"]),
         ("13812345678", {"attrs": {'a"b': 1}}, ["attrs"]),
         ("13812345678", {"attrs": {"x": {"nested": 1}}}, ["attrs"]),
         ("13812345678", {"tags": "vip"}, ["tags"]),
@@ -227,28 +242,45 @@ async def test_csv_import_gbk_that_is_also_valid_utf8(gw: Gateway, media: str) -
         assert got["attrs"] == {"city": city}
 
 
-# Each read in the encoding it was written in; all of them in UTF-8, and 太原 in GBK,
-# also decode the other way.
-_EITHER_WAY = ["上海", "张三", "北京市朝阳区", "阿·买", "Müller", "Café", "太原", "大同"]
+# Each read in the encoding it was written in. Every one of them in UTF-8, and 女 and 太原 in
+# GBK, decodes the other way too (女 as Ů); the header is ASCII, so the values decide.
+_EITHER_WAY = [
+    ["上海"],
+    ["北京市朝阳区"],
+    ["阿·买"],
+    ["Müller"],
+    ["Café"],
+    ["太原"],
+    ["女"],
+    ["周婷", "王芳", "李娜"],  # 婷 is one of the characters UTF-8 makes GB2312 symbols of
+    ["陆小平"],  # 小 is one of those GBK makes a Cyrillic letter of
+    ["谢强"],  # and GBK's 谢强 reads as letters of GB2312's Greek and Cyrillic rows
+    ["女", "男"],  # 男 is not UTF-8: held until it comes, 女 is read as it too
+]
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "gbk"])
-@pytest.mark.parametrize("value", _EITHER_WAY)
+@pytest.mark.parametrize("values", _EITHER_WAY, ids=",".join)
 async def test_csv_without_bom_or_charset_is_read_in_its_own_encoding(
-    gw: Gateway, encoding: str, value: str
+    gw: Gateway, encoding: str, values: list[str]
 ) -> None:
     """A CSV with neither a BOM nor a declared charset, UTF-8 (what scripts write) or GBK
-    (Excel on a Chinese Windows), is read as written, header and cells, even where its
-    bytes also decode the other way (UTF-8 ``上海`` is GBK for ``涓婃捣``)."""
-    column = "城市" if encoding == "utf-8" else "city"  # in GBK the value's line decides
-    line = f"13900000305,{value}".encode(encoding)
-    if encoding == "utf-8" or value == "太原":  # the trap: it decodes, wrongly
-        assert line.decode("gb18030" if encoding == "utf-8" else "utf-8") != line.decode(encoding)
-    data = f"phone,{column}\n".encode(encoding) + line + b"\n"
-    status, out = await _import(gw, data, "text/csv")
-    assert status == 200 and out == {"created": 1, "updated": 0, "rejected": []}
-    got = await (await gw.client.get("/v1/recipients/13900000305", headers=gw.auth())).json()
-    assert got["attrs"] == {column: value}
+    (Excel on a Chinese Windows), is read as written, even where its bytes also decode the
+    other way (UTF-8 ``上海`` is GBK for ``涓婃捣``, GBK ``女`` UTF-8 for ``Ů``)."""
+    phones = [f"1390000{i:04d}" for i in range(len(values))]
+    lines = [f"{p},{v}\n".encode(encoding) for p, v in zip(phones, values, strict=True)]
+    status, out = await _import(gw, b"phone,x\n" + b"".join(lines), "text/csv")
+    assert status == 200 and out == {"created": len(values), "updated": 0, "rejected": []}
+    for phone, value in zip(phones, values, strict=True):
+        assert await _attrs(gw, phone) == {"x": value}
+
+
+async def test_a_chinese_header_is_read_in_its_encoding(gw: Gateway) -> None:
+    for encoding in ("utf-8", "gbk"):
+        data = "phone,城市\n13900000305,上海\n".encode(encoding)
+        status, out = await _import(gw, data, "text/csv")
+        assert status == 200 and out["rejected"] == [], out
+        assert await _attrs(gw, "13900000305") == {"城市": "上海"}
 
 
 async def test_import_refuses_other_media_and_csv_without_phone(gw: Gateway) -> None:
@@ -422,20 +454,6 @@ async def test_bad_attributes_in_an_import_reject_their_line_only(gw: Gateway) -
     assert (await resp.json())["errors"][0]["loc"] == ["body", "attrs"]
 
 
-async def _csv_import(gw: Gateway, data: bytes) -> tuple[int, Any]:
-    resp = await gw.client.post(  # as a stream: aiohttp warns of large bodies given whole
-        "/v1/recipients:import",
-        data=io.BytesIO(data),
-        headers=gw.auth() | {"Content-Type": "text/csv"},
-    )
-    return resp.status, await resp.json()
-
-
-async def _attrs(gw: Gateway, phone: str) -> Any:
-    resp = await gw.client.get(f"/v1/recipients/{phone}", headers=gw.auth())
-    return (await resp.json())["attrs"] if resp.status == 200 else None
-
-
 @pytest.mark.parametrize(
     ("body", "line"),
     [
@@ -601,7 +619,7 @@ async def test_settings_take_numbers_and_times_only_as_written(
     [
         ({"timezone": "localtime"}, "not an IANA time zone"),
         ({"tags": ["vip", ""]}, "none of them empty"),
-        ({"attrs": {"note": "长" * 30_000}}, "at most 65,536 bytes"),
+        ({"attrs": {"note": "长" * 90_000}}, "at most 262,144 bytes"),
     ],
 )
 async def test_an_import_line_the_put_would_refuse_is_rejected(
@@ -623,3 +641,49 @@ async def test_a_path_id_with_a_trailing_newline_is_refused(gw: Gateway) -> None
     )
     assert resp.status == 422
     assert (await resp.json())["errors"][0]["loc"] == ["path", "segment_id"]
+
+
+async def test_a_bad_line_inside_a_quoted_cell_rejects_its_record_whole(gw: Gateway) -> None:
+    """The rest of the quoted cell is not read as records of its own (a line there that
+    looks like a recipient is none), and the lines after it are read as the file is."""
+    body = (
+        'phone,note\n13900000001,上海\n13900000002,"紧急联系人:\n'.encode()
+        + b'\xff\xfe\n13900000009,\xe5\xbc\xa0\xe4\xb8\x89"\n13900000003,\xe5\x8c\x97\xe4\xba\xac\n'
+    )
+    status, out = await _csv_import(gw, body)
+    assert status == 200, out
+    assert out["created"] == 2 and [r["line"] for r in out["rejected"]] == [3]
+    assert "line 4 is neither UTF-8 nor GBK" in out["rejected"][0]["reason"]
+    assert await _attrs(gw, "13900000009") is None
+    assert await _attrs(gw, "13900000001") == {"note": "上海"}
+    assert await _attrs(gw, "13900000003") == {"note": "北京"}
+
+
+@pytest.mark.parametrize("bad_first", [False, True])
+async def test_a_line_that_is_not_text_does_not_change_how_the_rest_is_read(
+    gw: Gateway, bad_first: bool
+) -> None:
+    """A UTF-8 file with one broken line: that line is rejected, the others (before and
+    after it) are read as UTF-8, not as GBK from the broken line on."""
+    good = ["13900000001,上海\n".encode(), "13900000003,北京\n".encode()]
+    bad = b"13900000002,\xff\n"
+    lines = [bad, *good] if bad_first else [good[0], bad, good[1]]
+    status, out = await _csv_import(gw, b"phone,city\n" + b"".join(lines))
+    assert status == 200 and out["created"] == 2, out
+    assert await _attrs(gw, "13900000001") == {"city": "上海"}
+    assert await _attrs(gw, "13900000003") == {"city": "北京"}
+
+
+async def test_a_header_with_an_unclosed_quote_is_a_422(gw: Gateway) -> None:
+    status, problem = await _csv_import(gw, b'phone,"city\n13900000001,x\n')
+    assert status == 422 and problem["errors"][0]["loc"] == ["body", "header"], problem
+
+
+async def test_a_record_of_exactly_the_limit_is_taken(gw: Gateway) -> None:
+    """65,536 characters is the most a record holds: that many go in, one more does not."""
+    head = "13900000001,"
+    exact = head + "y" * (65_536 - len(head))
+    over = "13900000002," + "y" * (65_537 - len(head))
+    status, out = await _csv_import(gw, f"phone,a\n{exact}\n{over}\n".encode())
+    assert status == 200 and out["created"] == 1, out
+    assert [r["line"] for r in out["rejected"]] == [3]
