@@ -29,7 +29,7 @@ from gateway.heap import return_free_memory
 from gateway.storage.audience import RecipientBatch, RecipientTooLarge, SqliteAudience
 from gateway.storage.base import Store
 from gateway.usecases.catalog import invalid_from_pydantic
-from gateway.usecases.csvtext import CsvRecords, cells
+from gateway.usecases.csvtext import BOM, CsvRecords, cells
 from gateway.usecases.fields import Hhmm, WholeNumber
 
 DEFAULT_TZ = "Asia/Shanghai"
@@ -209,6 +209,8 @@ class Audience:
                 for first, record in records.feed(number, raw):
                     header = _csv_record(batch, result, header, first, record)
             elif raw.strip():
+                if number == 1 and raw.startswith(BOM):  # as some editors save UTF-8
+                    raw = raw[len(BOM) :]
                 try:
                     _ndjson_row(batch, raw)
                 except (ValueError, InvalidNumber, ValidationError) as exc:

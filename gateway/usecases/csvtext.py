@@ -145,7 +145,7 @@ class Charset:
                 why = f"line {number} is neither UTF-8 nor GBK text"
             else:
                 name = "UTF-8" if self.encoding == "utf-8" else "GBK"
-                why = f"line {number} is not {name} text, as the rest of the file is"
+                why = f"line {number} is not {name} text, the file's encoding"
             return number, raw.decode(self.encoding, errors="replace"), why
 
 

@@ -687,3 +687,10 @@ async def test_a_record_of_exactly_the_limit_is_taken(gw: Gateway) -> None:
     status, out = await _csv_import(gw, f"phone,a\n{exact}\n{over}\n".encode())
     assert status == 200 and out["created"] == 1, out
     assert [r["line"] for r in out["rejected"]] == [3]
+
+
+async def test_an_ndjson_body_may_start_with_a_bom(gw: Gateway) -> None:
+    line = json.dumps({"phone": "13900000911", "attrs": {"city": "太原"}}, ensure_ascii=False)
+    status, out = await _import(gw, b"\xef\xbb\xbf" + line.encode() + b"\n", "application/x-ndjson")
+    assert status == 200 and out == {"created": 1, "updated": 0, "rejected": []}
+    assert await _attrs(gw, "13900000911") == {"city": "太原"}
