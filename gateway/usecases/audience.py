@@ -42,6 +42,7 @@ DEFAULT_TZ = "Asia/Shanghai"
 # holds the writer for ~0.2 s, which other writes (sends) wait behind.
 IMPORT_BATCH = 40000
 MAX_REJECTED_LISTED = 1000
+MAX_REASON = 300  # characters of a rejected line's reason
 
 
 def _check_tz(value: str) -> str:
@@ -107,6 +108,8 @@ class ImportResult:
     def reject(self, line: int, reason: str) -> None:
         self.rejected_total += 1
         if len(self.rejected) < MAX_REJECTED_LISTED:
+            if len(reason) > MAX_REASON:  # a reason may quote what it refuses, at any length
+                reason = reason[: MAX_REASON - 1] + "…"
             self.rejected.append({"line": line, "reason": reason})
 
     def as_dict(self) -> dict[str, Any]:
@@ -182,7 +185,9 @@ class Audience:
     async def import_lines(
         self, tenant_id: str, lines: AsyncIterator[bytes], kind: str, charset: str | None = None
     ) -> ImportResult:
-        """Upserts every good line in batches; never holds more than one batch in memory.
+        """Upserts every good line in batches, streamed: it holds two batches at most (one
+        written while the next is parsed), and a CSV's lines while their encoding is told
+        (up to 256 KiB, ``csvtext.HOLD_BYTES``).
 
         ``charset`` is what the client declared (CSV only; NDJSON is UTF-8). The batches are
         written with the writer's bulk page cache; when they are done, that cache shrinks
@@ -296,9 +301,12 @@ def _ndjson_row(batch: RecipientBatch, raw: bytes) -> None:
     _add_recipient(batch, data.pop("phone", None), data)
 
 
+_CSV_FIELDS = frozenset({"phone", "tags", "timezone"})  # the columns that are not attributes
+
+
 def csv_header(text: str) -> list[str]:
-    """The header's column names: a header without ``phone``, with a name twice, or that
-    cannot be read is a 422 naming ``body.header``."""
+    """The header's column names: a header without ``phone``, with a name twice or one that
+    cannot name an attribute, or that cannot be read, is a 422 naming ``body.header``."""
     try:
         header = [h.strip() for h in cells(text)]
     except ValueError as exc:
@@ -309,6 +317,13 @@ def csv_header(text: str) -> list[str]:
     if twice:
         raise InvalidInput.field(
             ["body", "header"], f"column(s) named more than once: {', '.join(twice)}"
+        )
+    bad = [h for h in header if h and h not in _CSV_FIELDS and not valid_attr_name(h)]
+    if bad:  # said once here, not in every row's reason
+        raise InvalidInput.field(
+            ["body", "header"],
+            f"{len(bad)} column name(s) cannot be attribute names (1-64 characters, no"
+            f" quotes, $ [ ] or .), the first {bad[0][:64]!r}",
         )
     return header
 

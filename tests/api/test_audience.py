@@ -255,6 +255,11 @@ _EITHER_WAY = [
     ["周婷", "王芳", "李娜"],  # 婷 is one of the characters UTF-8 makes GB2312 symbols of
     ["陆小平"],  # 小 is one of those GBK makes a Cyrillic letter of
     ["谢强"],  # and GBK's 谢强 reads as letters of GB2312's Greek and Cyrillic rows
+    ["钱强"],  # GBK: two accented letters side by side (Ǯǿ), not a word
+    ["路"],  # GBK: a lone middle dot
+    ["馨"],  # GBK: a Syriac letter; only GB2312's second level the other way
+    ["赵玥"],  # UTF-8: 玥 is not in GB2312, and the GBK reading has two common characters
+    ["张喆"],
     ["女", "男"],  # 男 is not UTF-8: held until it comes, 女 is read as it too
 ]
 
@@ -500,6 +505,8 @@ async def test_csv_records_the_csv_module_cannot_read_are_rejected_not_a_500(
         (b"phone,city,city\n13900000606,x,y\n", "named more than once: city"),
         (b"phone," + b"a" * 70_000 + b"\n13900000607,x\n", "more than 65,536 characters"),
         (b"phone,\xff\xfe\n13900000608,x\n", "neither UTF-8 nor GBK"),
+        (b'phone,a"b\n13900000609,x\n', "cannot be attribute names"),
+        (b"phone," + b"n" * 30_000 + b"\n13900000610,x\n", "cannot be attribute names"),
     ],
 )
 async def test_a_header_that_cannot_be_read_is_a_422_naming_it(
@@ -694,3 +701,24 @@ async def test_an_ndjson_body_may_start_with_a_bom(gw: Gateway) -> None:
     status, out = await _import(gw, b"\xef\xbb\xbf" + line.encode() + b"\n", "application/x-ndjson")
     assert status == 200 and out == {"created": 1, "updated": 0, "rejected": []}
     assert await _attrs(gw, "13900000911") == {"city": "太原"}
+
+
+async def test_a_file_told_late_is_read_one_way_throughout(gw: Gateway) -> None:
+    """GBK 钱强 decodes as UTF-8 too; a thousand rows with no Chinese come before the first
+    line that tells (张伟 is not UTF-8): every row is read as GBK, none refused."""
+    rows = ["13800000001,钱强"] + [f"138{i:08d}," for i in range(2, 1100)] + ["13800001100,张伟"]
+    data = ("phone,name\n" + "\n".join(rows) + "\n").encode("gbk")
+    status, out = await _import(gw, data, "text/csv")
+    assert status == 200 and out["rejected"] == [] and out["created"] == 1100, out
+    assert await _attrs(gw, "13800000001") == {"name": "钱强"}
+    assert await _attrs(gw, "13800001100") == {"name": "张伟"}
+
+
+async def test_a_rejected_lines_reason_is_short_whatever_it_quotes(gw: Gateway) -> None:
+    """A reason may quote the value it refuses: it is cut, so that a small body cannot make
+    a huge answer."""
+    zone = "Asia/" + "x" * 20_000
+    rows = "".join(f"139000{i:05d},{zone}\n" for i in range(50))
+    status, out = await _csv_import(gw, ("phone,timezone\n" + rows).encode())
+    assert status == 200 and len(out["rejected"]) == 50
+    assert all(len(r["reason"]) <= 300 for r in out["rejected"])

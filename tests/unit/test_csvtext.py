@@ -51,6 +51,22 @@ def test_held_lines_are_bounded_then_the_evidence_decides(monkeypatch: pytest.Mo
     assert [t for _, t, _ in out[2] + out[3]] == lines
 
 
+def test_a_guess_is_overturned_by_a_line_that_decodes_one_way_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A guess (here forced after one ambiguous line) holds only until a line tells: the
+    lines after that are read the way it told; a told encoding is not overturned."""
+    monkeypatch.setattr(csvtext, "HOLD_LINES", 1)
+    charset = Charset("auto")
+    assert charset.feed(1, "1,周婷\n".encode()) == [(1, "1,周婷\n", None)]
+    assert (charset.encoding, charset.guessed) == ("utf-8", True)
+    assert charset.feed(2, "2,男\n".encode("gbk")) == [(2, "2,男\n", None)]
+    assert (charset.encoding, charset.guessed) == ("gb18030", False)
+    assert charset.feed(3, "3,女\n".encode("gbk")) == [(3, "3,女\n", None)]
+    ((_, _, why),) = charset.feed(4, "4,上海\n".encode()[:-2] + b"\n")  # cut mid-character
+    assert why is not None and charset.encoding == "gb18030"
+
+
 def test_the_end_decides_what_is_still_held_and_no_evidence_reads_utf8() -> None:
     charset = Charset("auto")
     assert _read(charset, ["1,王芳\n".encode("gbk")])[0][1] == "1,王芳\n"
