@@ -130,8 +130,11 @@ class MapAction(Strict):
 
     @model_validator(mode="after")
     def _query_or_position(self) -> MapAction:
-        if self.query is None and (self.latitude is None or self.longitude is None):
+        position = (self.latitude, self.longitude)
+        if self.query is None and None in position:
             raise ValueError("a map action needs a query, or a latitude and a longitude")
+        if self.query is not None and position != (None, None):
+            raise ValueError("a map action is a query or a position (latitude, longitude): one")
         return self
 
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from cards.compiled import CompiledTemplate, TemplateCheckFailed
 from cards.models import TemplateSpec, template_dump
@@ -26,7 +26,7 @@ class Brand(BaseModel):
     signature: str = Field(min_length=1, max_length=20)
     logo_url: str | None = Field(default=None, max_length=2000)
     color: str | None = Field(default=None, pattern=r"^#[0-9A-Fa-f]{6}$")
-    verified: bool = False
+    verified: StrictBool = False  # true or false, not "yes" or 1
 
     @field_validator("logo_url")
     @classmethod

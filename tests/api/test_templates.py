@@ -85,6 +85,18 @@ CALENDAR = {
             _with(["card", "buttons"], [{"label": "x", "action": {"type": "teleport"}}]),
             ["card", "buttons", 0, "action"],
         ),
+        (  # a query or a position, not both
+            _with(
+                ["card", "buttons"],
+                [
+                    {
+                        "label": "x",
+                        "action": {"type": "map", "query": "x", "latitude": 1, "longitude": 2},
+                    }
+                ],
+            ),
+            ["card", "buttons", 0, "action"],
+        ),
         (
             _with(["card", "buttons"], [{"label": "x", "action": CALENDAR | {"start": "soon"}}]),
             ["card", "buttons", 0, "action"],
@@ -311,6 +323,10 @@ async def test_brands(gw: Gateway) -> None:
     )
     assert bad.status == 422
     assert {tuple(e["loc"]) for e in (await bad.json())["errors"]} == {("color",), ("logo_url",)}
+    for verified in ("yes", 1):  # not turned into true
+        body = {"name": "x", "signature": "x", "verified": verified}
+        resp = await gw.client.put("/v1/brands/x", json=body, headers=gw.auth())
+        assert resp.status == 422 and (await resp.json())["errors"][0]["loc"] == ["verified"]
 
 
 @pytest.mark.parametrize(
