@@ -25,7 +25,7 @@ from gateway.dispatch.ports import (
     SubmitOutcome,
 )
 from providers.batching import by_route, check_batch, payload_required, post_batch
-from providers.http import HttpProvider, parse_callback
+from providers.http import HttpProvider, parse_callback, reported_at
 from providers.wire import CapabilityResponse, WireModel, capability_answers, inbound
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ class HttpCarrier(HttpProvider):
                 message_id=r.client_ref,
                 provider_ref=r.msg_id,
                 status=_STATUSES[r.status],
-                at=r.done_at,
+                at=reported_at(r.done_at),
                 error_code=r.error_code,
             )
             for r in parsed.reports

@@ -17,6 +17,7 @@ any other non-2xx                     ``PermanentProviderError("http_<status>")`
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -100,6 +101,18 @@ def retry_after_seconds(retry_after: str | None) -> float:
     except ValueError:
         return 1.0
     return value if value > 0 and math.isfinite(value) else 1.0
+
+
+def reported_at(text: str | None) -> str | None:
+    """A provider's time for a report, if it is RFC 3339 with an offset; otherwise none
+    (the report still counts: its status matters, not a clock the provider garbled)."""
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return text if parsed.tzinfo is not None else None
 
 
 def parse_callback(model: type[M], body: bytes, what: str) -> M:

@@ -31,7 +31,7 @@ from gateway.dispatch.ports import (
     SubmitOutcome,
 )
 from providers.batching import check_batch, payload_required, post_batch
-from providers.http import HttpProvider, parse_callback
+from providers.http import HttpProvider, parse_callback, reported_at
 from providers.numbers import number_hash
 from providers.wire import CapabilityResponse, WireModel, capability_answers, inbound
 
@@ -130,7 +130,7 @@ class HttpVendor(HttpProvider):
                 message_id=e.ref,
                 provider_ref=e.id,
                 status=_STATES[e.state],
-                at=e.timestamp,
+                at=reported_at(e.timestamp),
                 error_code=e.reason,
             )
             for e in parsed.events

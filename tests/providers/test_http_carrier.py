@@ -163,6 +163,21 @@ async def test_delivery_report_arrives_signed_and_parses(carrier, sink) -> None:
     assert report.at
 
 
+async def test_a_reports_time_that_is_not_rfc3339_is_left_out(carrier) -> None:
+    """A report with a garbled time still counts; the time is not stored as it came."""
+    cmcc = await carrier()
+    times = ["2026-12-07T10:00:00+08:00", "garbage", "2026-12-07T10:00:00", None]
+    body = {
+        "reports": [
+            {"client_ref": f"m{i}", "msg_id": f"r{i}", "status": "DELIVRD", "done_at": at}
+            for i, at in enumerate(times)
+        ]
+    }
+    reports = cmcc.parse_reports(json.dumps(body).encode())
+    assert [r.at for r in reports] == [times[0], None, None, None]
+    assert [r.status for r in reports] == ["delivered"] * 4
+
+
 async def test_failed_delivery_parses_as_failed(carrier, sink) -> None:
     """An UNDELIV report reads as 'failed' with the carrier's error code."""
     cmcc = await carrier(dlr_failure_rate=1.0)
