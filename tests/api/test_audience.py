@@ -260,6 +260,7 @@ _EITHER_WAY = [
     ["馨"],  # GBK: a Syriac letter; only GB2312's second level the other way
     ["赵玥"],  # UTF-8: 玥 is not in GB2312, and the GBK reading has two common characters
     ["张喆"],
+    ["QQ群"],  # GBK: 群 reads as a Latin Extended-B letter beside ASCII letters
     ["女", "男"],  # 男 is not UTF-8: held until it comes, 女 is read as it too
 ]
 
@@ -722,3 +723,28 @@ async def test_a_rejected_lines_reason_is_short_whatever_it_quotes(gw: Gateway) 
     status, out = await _csv_import(gw, ("phone,timezone\n" + rows).encode())
     assert status == 200 and len(out["rejected"]) == 50
     assert all(len(r["reason"]) <= 300 for r in out["rejected"])
+
+
+async def test_amounts_in_yuan_are_read_as_utf8(gw: Gateway) -> None:
+    """Excel's currency format writes ¥ (not in GBK); in UTF-8 its bytes are GBK's 楼."""
+    data = "phone,balance\n13900000921,¥1200.00\n13900000922,¥56.10\n".encode()
+    status, out = await _import(gw, data, "text/csv")
+    assert status == 200 and out["rejected"] == [], out
+    assert await _attrs(gw, "13900000921") == {"balance": "¥1200.00"}
+
+
+async def test_a_refused_line_does_not_swallow_the_quote_that_ends_its_record(
+    gw: Gateway,
+) -> None:
+    """A UTF-8 line in a GBK file, its last cell quoted and ending in a character and a
+    digit: the line is refused, and the rows after it go in (GB18030's decoder, replacing
+    what it cannot read, took the closing quote with it, and the record ran on)."""
+    body = (
+        "phone,name,note\n13800000001,王芳,已开户\n".encode("gbk")
+        + '13800000002,李娜,"客户经理张3"\n'.encode()
+        + "13800000003,赵敏,理财客户\n13800000004,孙丽,代发工资\n".encode("gbk")
+    )
+    status, out = await _import(gw, body, "text/csv; charset=gbk")
+    assert status == 200 and out["created"] == 3, out
+    assert [r["line"] for r in out["rejected"]] == [3]
+    assert await _attrs(gw, "13800000004") == {"name": "孙丽", "note": "代发工资"}
