@@ -144,22 +144,10 @@ class Charset:
             self._guess()
         return self._release()
 
-    def _readings(self, raw: bytes) -> tuple[str | None, str | None]:
-        try:
-            as_utf8: str | None = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            as_utf8 = None
-        try:
-            as_gbk: str | None = raw.decode("gb18030")
-        except UnicodeDecodeError:
-            as_gbk = None
-        return as_utf8, as_gbk
-
     def _weigh(self, raw: bytes) -> None:
-        as_utf8, as_gbk = self._readings(raw)
+        as_utf8, as_gbk = _readings(raw)
         if as_utf8 is None or as_gbk is None:  # one way only tells; neither tells nothing
-            if as_utf8 is not None or as_gbk is not None:
-                self.encoding = "utf-8" if as_utf8 is not None else "gb18030"
+            self.encoding = _only_way(as_utf8, as_gbk) or self.encoding
             return
         self._ambiguous += 1
         for total, text in ((self._utf8, as_utf8), (self._gbk, as_gbk)):
@@ -179,10 +167,9 @@ class Charset:
 
     def _overturn(self, raw: bytes) -> None:
         """After a guess, a line that decodes only the other way tells."""
-        as_utf8, as_gbk = self._readings(raw)
-        if (as_utf8 is None) != (as_gbk is None):
-            self.encoding = "utf-8" if as_utf8 is not None else "gb18030"
-            self.guessed = False
+        told = _only_way(*_readings(raw))
+        if told is not None:
+            self.encoding, self.guessed = told, False
 
     def _release(self) -> list[tuple[int, str, str | None]]:
         held, self._held, self._held_bytes = self._held, [], 0
@@ -194,15 +181,32 @@ class Charset:
         try:
             return number, raw.decode(self.encoding), None
         except UnicodeDecodeError:
-            other = "gb18030" if self.encoding == "utf-8" else "utf-8"
-            try:
-                raw.decode(other)
-            except UnicodeDecodeError:
+            if _only_way(*_readings(raw)) is None:
                 why = f"line {number} is neither UTF-8 nor GBK text"
             else:
                 name = "UTF-8" if self.encoding == "utf-8" else "GBK"
                 why = f"line {number} is not {name} text, the file's encoding"
             return number, _skeleton(raw), why
+
+
+def _readings(raw: bytes) -> tuple[str | None, str | None]:
+    """The line read as UTF-8 and as GBK, each None where it is not that text."""
+    try:
+        as_utf8: str | None = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        as_utf8 = None
+    try:
+        as_gbk: str | None = raw.decode("gb18030")
+    except UnicodeDecodeError:
+        as_gbk = None
+    return as_utf8, as_gbk
+
+
+def _only_way(as_utf8: str | None, as_gbk: str | None) -> str | None:
+    """The encoding a line tells: the one of two readings that is text, if only one is."""
+    if (as_utf8 is None) == (as_gbk is None):
+        return None
+    return "utf-8" if as_utf8 is not None else "gb18030"
 
 
 def _skeleton(raw: bytes) -> str:
