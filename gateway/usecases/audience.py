@@ -213,13 +213,14 @@ class Audience:
             if records is not None:
                 for first, record in records.feed(number, raw):
                     header = _csv_record(batch, result, header, first, record)
-            elif raw.strip():
+            else:
                 if number == 1 and raw.startswith(BOM):  # as some editors save UTF-8
                     raw = raw[len(BOM) :]
-                try:
-                    _ndjson_row(batch, raw)
-                except (ValueError, InvalidNumber, ValidationError) as exc:
-                    result.reject(number, _reason(exc))
+                if raw.strip():
+                    try:
+                        _ndjson_row(batch, raw)
+                    except (ValueError, InvalidNumber, ValidationError) as exc:
+                        result.reject(number, _reason(exc))
             if len(batch) >= IMPORT_BATCH:
                 if flushing is not None:
                     await flushing

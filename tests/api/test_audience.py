@@ -702,6 +702,11 @@ async def test_an_ndjson_body_may_start_with_a_bom(gw: Gateway) -> None:
     status, out = await _import(gw, b"\xef\xbb\xbf" + line.encode() + b"\n", "application/x-ndjson")
     assert status == 200 and out == {"created": 1, "updated": 0, "rejected": []}
     assert await _attrs(gw, "13900000911") == {"city": "太原"}
+    # a BOM on a line of its own is a blank line, as without it
+    status, out = await _import(
+        gw, b"\xef\xbb\xbf\n" + line.encode() + b"\n", "application/x-ndjson"
+    )
+    assert status == 200 and out == {"created": 0, "updated": 1, "rejected": []}
 
 
 async def test_a_file_told_late_is_read_one_way_throughout(gw: Gateway) -> None:
