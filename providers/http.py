@@ -17,13 +17,13 @@ any other non-2xx                     ``PermanentProviderError("http_<status>")`
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from gateway.clock import from_rfc3339
 from gateway.errors import PermanentProviderError, RetryableProviderError
 from providers import signing
 
@@ -109,10 +109,10 @@ def reported_at(text: str | None) -> str | None:
     if text is None:
         return None
     try:
-        parsed = datetime.fromisoformat(text)
+        from_rfc3339(text)
     except ValueError:
         return None
-    return text if parsed.tzinfo is not None else None
+    return text
 
 
 def parse_callback(model: type[M], body: bytes, what: str) -> M:
