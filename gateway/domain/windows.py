@@ -103,6 +103,7 @@ def zone(name: str) -> ZoneInfo:
         raise ValueError(f"{name!r} is not an IANA time zone") from None
 
 
+@lru_cache(maxsize=1024)  # once a message the dispatcher holds to its window
 def stored_zone(name: str) -> ZoneInfo:
     """A recipient's time zone as stored: versions before ``zone`` checked names took any
     file of the zone database (``localtime``, ``posixrules``), and those load as before."""
